@@ -1,0 +1,164 @@
+"""``tunesmith VERB``: each verb is a typed config plus one function; no logic here.
+
+Every config field becomes ``--dotted.name`` with its description and default; bare
+arguments are YAML files (``*.yaml``), overrides (``key=value``) or the verb's positional.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str            # "train" or "data check"
+    target: str          # "module:function"; the function takes the config, returns an exit code
+    schema: str          # "module:Class"
+    help: str
+    positional: str | None = None   # field that bare words fill (list field: all of them)
+
+
+VERBS = [
+    Verb("chat", "tunesmith.infer.chat:chat", "tunesmith.infer.chat:ChatConfig",
+         "talk to a model (streamed, multi-turn); --prompt answers once", positional="model"),
+    Verb("predict", "tunesmith.infer.predict:predict", "tunesmith.infer.predict:PredictConfig",
+         "answer every line of a JSONL file (batched, resumable)"),
+    Verb("data check", "tunesmith.data.commands:check", "tunesmith.data.commands:CheckConfig",
+         "name every bad row (file:row: field: problem) before any compute", positional="specs"),
+    Verb("data convert", "tunesmith.data.commands:convert", "tunesmith.data.commands:ConvertConfig",
+         "convert a dataset to alpaca, sharegpt or messages JSONL", positional="paths"),
+    Verb("data stats", "tunesmith.data.commands:stats", "tunesmith.data.commands:StatsConfig",
+         "row counts, token lengths and a length histogram", positional="specs"),
+    Verb("train", "tunesmith.train.sft:train", "tunesmith.train.config:TrainConfig",
+         "supervised fine-tuning: LoRA or full (recipe YAML + overrides)"),
+    Verb("identity", "tunesmith.synth.identity_job:identity", "tunesmith.synth.identity_job:IdentityJobConfig",
+         "the identity journey: synth → train (LoRA) → eval → before/after report"),
+    Verb("eval identity", "tunesmith.eval.identity:eval_identity", "tunesmith.eval.identity:EvalIdentityConfig",
+         "identity hit rates, leak rate and closeness to base, base vs tuned"),
+    Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
+         "merge adapters into the base and verify the logits", ),
+]
+GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
+          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)",
+          "serve": "OpenAI-compatible server"}
+
+
+def _load(ref: str):
+    mod, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def _add_schema_options(parser: argparse.ArgumentParser, schema) -> None:
+    from .config import leaf_fields
+
+    for dotted, info in leaf_fields(schema).items():
+        default = info.default if info.default_factory is None else info.default_factory()
+        desc = (info.description or "").rstrip(".")
+        parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
+                            help=f"{desc} (default: {default!r})")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    """The verb list; schemas are imported only for the verb actually run."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="tunesmith", description="Make an open LLM your own: data → synth → train → "
+                                "eval → export → use. Every VERB takes YAML files, key=value overrides and --options; "
+                                "`tunesmith VERB --help` lists them all.")
+    p.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    seen = set()
+    for v in VERBS:
+        head = v.name.split()[0]
+        if head in seen:
+            continue
+        seen.add(head)
+        sub.add_parser(head, help=GROUPS.get(head, "") if " " in v.name else v.help)
+    for g, text in GROUPS.items():
+        if g not in seen:
+            sub.add_parser(g, help=f"{text} (not built yet)")
+    return p
+
+
+def _group_parser(group: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"tunesmith {group}", description=GROUPS.get(group, ""))
+    sub = p.add_subparsers(dest="subverb", metavar="SUBVERB")
+    for v in VERBS:
+        if v.name.startswith(group + " "):
+            sub.add_parser(v.name.split()[1], help=v.help)
+    return p
+
+
+def _verb_parser(v: Verb) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"tunesmith {v.name}", description=v.help)
+    pos_help = "YAML config files, key=value overrides" + (f", or the {v.positional}" if v.positional else "")
+    p.add_argument("args", nargs="*", help=pos_help)
+    _add_schema_options(p, _load(v.schema))
+    return p
+
+
+def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
+    from .config import build_config, leaf_fields
+
+    schema = _load(verb.schema)
+    yamls, overrides, words = [], {}, []
+    for a in ns.args:
+        if a.endswith((".yaml", ".yml")):
+            yamls.append(a)
+        elif "=" in a and not a.startswith(("/", ".")):
+            k, _, val = a.partition("=")
+            overrides[k.strip()] = val
+        else:
+            words.append(a)
+    for key, val in vars(ns).items():
+        if key.startswith("opt:"):
+            overrides[key[4:]] = val
+    values = {}
+    if words:
+        if not verb.positional:
+            raise UserError(f"tunesmith {verb.name}: unexpected argument '{words[0]}' (use key=value or a .yaml file)")
+        info = leaf_fields(schema)[verb.positional]
+        is_list = "list" in str(info.annotation)
+        if not is_list and len(words) > 1:
+            raise UserError(f"tunesmith {verb.name}: one {verb.positional} expected, got {' '.join(words)}")
+        values[verb.positional] = words if is_list else words[0]
+    cfg = build_config(schema, yamls, overrides, values)
+    return int(_load(verb.target)(cfg) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    by_name = {v.name: v for v in VERBS}
+    verb = None
+    if argv and argv[0] in by_name:
+        verb, rest = by_name[argv[0]], argv[1:]
+    elif len(argv) >= 2 and f"{argv[0]} {argv[1]}" in by_name:
+        verb, rest = by_name[f"{argv[0]} {argv[1]}"], argv[2:]
+    elif argv and any(v.name.startswith(argv[0] + " ") for v in VERBS):
+        _group_parser(argv[0]).parse_args(argv[1:])  # prints help or the error for an unknown subverb
+        _group_parser(argv[0]).print_help()
+        return 2
+    elif argv and argv[0] in GROUPS:
+        print(f"tunesmith {argv[0]}: not built yet in this version", file=sys.stderr)
+        return 2
+    if verb is None:
+        ns = _top_parser().parse_args(argv)  # --help / --version / unknown verb end here
+        _top_parser().print_help()
+        return 2
+    try:
+        ns = _verb_parser(verb).parse_args(rest)
+        return run_verb(verb, ns)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

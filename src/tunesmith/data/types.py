@@ -1,0 +1,52 @@
+"""The one message format every source format is turned into."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass
+class Turn:
+    """One message. ``reasoning`` is the assistant's thinking (rendered as the template
+    expects, e.g. ``<think>…</think>``); ``tool_calls`` are kept as OpenAI dicts."""
+
+    role: Role
+    content: str
+    reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Conversation:
+    """An optional system prompt, then turns. ``source`` is ``file:row`` for messages."""
+
+    turns: list[Turn]
+    system: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    source: str = ""
+
+    def to_messages(self) -> list[dict[str, Any]]:
+        """OpenAI-style messages, ready for ``tokenizer.apply_chat_template``."""
+        msgs: list[dict[str, Any]] = []
+        if self.system:
+            msgs.append({"role": "system", "content": self.system})
+        for t in self.turns:
+            m: dict[str, Any] = {"role": t.role, "content": t.content}
+            if t.reasoning is not None:
+                m["reasoning_content"] = t.reasoning
+            if t.tool_calls:
+                m["tool_calls"] = t.tool_calls
+            msgs.append(m)
+        return msgs
+
+
+@dataclass
+class PreferencePair:
+    """A DPO row: a shared prompt conversation, then a chosen and a rejected answer."""
+
+    prompt: Conversation
+    chosen: Turn
+    rejected: Turn
+    source: str = ""

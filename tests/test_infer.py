@@ -1,0 +1,110 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tunesmith.infer import Engine, GenParams
+from tunesmith.infer.predict import done_ids, read_requests
+from tunesmith.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return Engine.load(str(tiny_model))
+
+
+def test_batched_generation_matches_one_by_one(engine):
+    convs = [[{"role": "user", "content": "hi"}],
+             [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a much longer question here?"}]]
+    p = GenParams(max_new_tokens=8)
+    batched = engine.generate(convs, p)
+    single = [engine.generate([c], p)[0] for c in convs]
+    assert batched == single  # left padding must not change greedy answers
+
+
+def test_stream_gives_the_same_text(engine):
+    msgs = [{"role": "user", "content": "tell me something"}]
+    p = GenParams(max_new_tokens=10)
+    assert "".join(engine.stream(msgs, p)).strip() == engine.generate([msgs], p)[0]
+
+
+def test_sampling_seed_is_reproducible(engine):
+    msgs = [{"role": "user", "content": "x"}]
+    p = GenParams(max_new_tokens=12, temperature=1.5, top_k=50, seed=3)
+    assert engine.generate([msgs], p) == engine.generate([msgs], p)
+
+
+def test_generation_stops_at_end_of_turn(engine):
+    # Make the end-of-turn token the only likely one: generation must stop right away.
+    import torch
+
+    eot = engine.stop_ids[0]
+    lm = engine.model.get_output_embeddings()
+    saved = lm.weight.data.clone()
+    try:
+        lm.weight.data.zero_()
+        lm.weight.data[eot] = 1.0
+        with torch.no_grad():
+            engine.model.model.norm.weight.fill_(50.0)
+        out = engine.generate([[{"role": "user", "content": "hi"}]], GenParams(max_new_tokens=20))
+    finally:
+        lm.weight.data.copy_(saved)
+        with torch.no_grad():
+            engine.model.model.norm.weight.fill_(1.0)
+    assert out == [""]
+
+
+def test_read_requests_errors(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "a"}\n{"nope": 1}\n')
+    with pytest.raises(UserError, match=r"in\.jsonl:2: needs 'messages'"):
+        read_requests(f)
+    f.write_text('{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n')
+    with pytest.raises(UserError, match=r":2: id: 'x' appears twice"):
+        read_requests(f)
+    f.write_text('{"prompt": "a"}\n{bad json\n')
+    with pytest.raises(UserError, match=r":2: not valid JSON"):
+        read_requests(f)
+
+
+def test_torn_tail_is_cut(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "1", "response": "a"}\n{"id": "2", "response": "b"}\n{"id": "3", "resp')
+    assert done_ids(out) == {"1", "2"}
+    assert out.read_text().endswith('"b"}\n')
+
+
+def test_predict_killed_and_rerun_ends_with_each_id_once(tiny_model, tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [{"prompt": f"question number {i}"} if i % 2 else {"messages": [{"role": "user", "content": f"q{i}"}]}
+            for i in range(50)]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, "-m", "tunesmith.cli", "predict", f"model={tiny_model}", f"input={inp}", f"output={out}",
+           "batch_size=2", "gen.max_new_tokens=24", "progress=false"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    partial = out.read_text().count("\n")
+    assert 0 < partial < 50, "the kill must land midway"
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    ids = [json.loads(x)["id"] for x in lines]
+    assert len(lines) == 50 and sorted(ids, key=int) == [str(i) for i in range(1, 51)]
+    first = json.loads(lines[0])
+    assert "response" in first and ("prompt" in first or "messages" in first)
+
+
+@pytest.mark.slow
+def test_embedded_model_knows_paris():
+    r = subprocess.run([sys.executable, "-m", "tunesmith.cli", "chat", "smollm2-135m-instruct", "--prompt",
+                        "What is the capital of France?"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
