@@ -23,7 +23,7 @@ def test_verb_help_lists_options_with_defaults(verb, capsys):
         main(verb.split() + ["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--" in out and "(default:" in out
+    assert "--" in out and ("(default:" in out or "(required" in out)
 
 
 def test_config_typo_is_one_line_exit_2():
@@ -50,3 +50,13 @@ def test_hub_id_offline_is_one_line(monkeypatch):
 def test_unbuilt_group_says_so():
     r = run_cli("serve")
     assert r.returncode == 2 and "not built yet" in r.stderr
+
+
+def test_repeated_list_option_accumulates(monkeypatch):
+    from tunesmith import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_load", lambda ref: (lambda cfg: seen.setdefault("cfg", cfg) and 0)
+                        if ref.endswith(":chat") else cli.importlib.import_module(ref.split(":")[0]).__dict__[ref.split(":")[1]])
+    assert main(["chat", "--adapter", "a1", "--adapter", "a2,a3", "--prompt", "x"]) == 0
+    assert seen["cfg"].adapter == ["a1", "a2", "a3"]

@@ -56,10 +56,20 @@ def _add_schema_options(parser: argparse.ArgumentParser, schema) -> None:
     from .config import leaf_fields
 
     for dotted, info in leaf_fields(schema).items():
-        default = info.default if info.default_factory is None else info.default_factory()
         desc = (info.description or "").rstrip(".")
+        if info.is_required():
+            default = "required"
+        else:
+            default = f"default: {info.default if info.default_factory is None else info.default_factory()!r}"
+        kind = str(info.annotation)
+        if "list" in kind:  # --adapter A --adapter B (or --adapter A,B)
+            parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
+                                action="append", help=f"{desc} ({default}; repeat or comma-separate)")
+            continue
+        # A bare boolean flag (``--resume``) means true; ``--resume auto`` / ``--resume false`` also work.
+        flag = "bool" in kind
         parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
-                            help=f"{desc} (default: {default!r})")
+                            nargs="?" if flag else None, const="true" if flag else None, help=f"{desc} ({default})")
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -116,7 +126,7 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
             words.append(a)
     for key, val in vars(ns).items():
         if key.startswith("opt:"):
-            overrides[key[4:]] = val
+            overrides[key[4:]] = ",".join(val) if isinstance(val, list) else val
     values = {}
     if words:
         if not verb.positional:
@@ -127,6 +137,9 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
             raise UserError(f"tunesmith {verb.name}: one {verb.positional} expected, got {' '.join(words)}")
         values[verb.positional] = words if is_list else words[0]
     cfg = build_config(schema, yamls, overrides, values)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output
     return int(_load(verb.target)(cfg) or 0)
 
 

@@ -1,0 +1,145 @@
+"""``tunesmith identity``: give a model a new name and author, and prove it took.
+
+    synth (identity rows, placeholders filled) → replay (the base answers general prompts)
+    → train (LoRA on both) → eval (held-out probes, base vs tuned) → report
+
+One run folder: the adapter and training logs at the top (a normal training run), the
+synthesized data under ``data/``, the before/after report under ``eval/``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from ..config import Section, save_config, write_atomic
+from ..data.config import DataConfig, DatasetConfig
+from ..errors import UserError
+from ..manifest import read_manifest, write_manifest
+from ..models import DEFAULT_MODEL
+from ..train.config import LoopSettings, LoraSettings, TrainConfig
+from .identity import LANGS, IdentityNames, identity_messages
+
+
+class ReplaySettings(Section):
+    enabled: bool = Field(True, description="mix in the base model's own answers to general prompts")
+    prompts: int | None = Field(None, gt=0, description="how many shipped prompts the base answers (default: all)")
+    samples: int | None = Field(None, gt=0, description="replay rows in the training mix (default: every answer once)")
+    max_new_tokens: int = Field(160, gt=0, description="answer length; unfinished answers are dropped")
+    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+
+
+class IdentityJobConfig(Section):
+    name: str | None = Field(None, description="the new name")
+    author: str | None = Field(None, description="the new author / creator")
+    names: IdentityNames = Field(default_factory=IdentityNames,
+                                 description="per-language values: names.name_zh, names.author_en …")
+    model: str = Field(DEFAULT_MODEL, description="base model: alias, HF folder, .gguf or hub id")
+    output_dir: str | None = Field(None, description="run folder (default: runs/identity-<time>)")
+    languages: list[str] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
+    identity_samples: int | None = Field(None, gt=0, description="identity rows in the mix, upsampled by whole "
+                                                                 "repetitions (default: each shipped row once)")
+    replay: ReplaySettings = Field(default_factory=ReplaySettings, description="forgetting guard: self-distilled replay")
+    extra_data: list[DatasetConfig] = Field(default_factory=list, description="your own general data to mix in "
+                                            "(placeholders {{NAME}}/{{AUTHOR}} are filled here too)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings")
+    train: LoopSettings = Field(default_factory=lambda: LoopSettings(lr=1e-3, epochs=3, batch_size=8, warmup=0.05),
+                                description="optimizer, schedule and loop")
+    cutoff_len: int = Field(512, gt=0, description="tokens per training row")
+    eval: bool = Field(True, description="run the before/after identity evaluation")
+    eval_max_new_tokens: int = Field(64, gt=0, description="answer length in the evaluation")
+    resume: bool | str = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
+    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    progress: bool = Field(True, description="show progress bars")
+
+    def identity(self) -> IdentityNames:
+        n = self.names.model_copy(update={k: v for k, v in (("name", self.name), ("author", self.author)) if v})
+        if not n.all_values("name") or not n.all_values("author"):
+            raise UserError("identity needs a name and an author: pass --name \"…\" --author \"…\"")
+        return n
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _fill_extra(ds: DatasetConfig, names: IdentityNames, dest: Path) -> DatasetConfig:
+    """A user dataset with placeholders filled, written as messages JSONL."""
+    from ..data import load_conversations
+    from .identity import fill
+
+    convs, problems = load_conversations(ds)
+    if problems:
+        raise UserError(f"{problems[0]} (run `tunesmith data check` to see every problem)")
+    rows = []
+    for c in convs:
+        msgs = [{**m, "content": fill(m["content"], names, None, c.source)} for m in c.to_messages()]
+        rows.append({"messages": msgs})
+    _write_jsonl(dest, rows)
+    return DatasetConfig(path=str(dest), format="messages", samples=ds.samples, ratio=ds.ratio, name=ds.label())
+
+
+def identity(cfg: IdentityJobConfig) -> int:
+    from ..eval.identity import EvalIdentityConfig, print_table, report_markdown, run_eval
+    from ..models import load_tokenizer, resolve_model
+    from ..models.template import supports_thinking
+    from ..train.sft import setup, fit
+
+    t0 = time.time()
+    names = cfg.identity()
+    bad = [lang for lang in cfg.languages if lang not in LANGS]
+    if bad:
+        raise UserError(f"languages: unknown '{bad[0]}' (choose from {', '.join(LANGS)})")
+    thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model)))
+    rows = identity_messages(names, cfg.languages, thinking)  # fails on a missing value before any work
+    run = Path(cfg.output_dir or f"runs/identity-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (read_manifest(run) or {}).get("status") == "done" and (run / "eval" / "report.json").is_file():
+        raise UserError(f"{run} already holds a finished identity run: choose another output_dir")
+    data_dir = run / "data"
+    _write_jsonl(data_dir / "identity.jsonl", rows)
+    datasets = [DatasetConfig(path=str(data_dir / "identity.jsonl"), format="messages", name="identity",
+                              samples=cfg.identity_samples)]
+    replay_info = None
+    if cfg.replay.enabled:
+        from .replay import replay_rows
+
+        print(f"replay: the base model answers general prompts (cached per base model) …")
+        rrows, replay_info = replay_rows(cfg.model, cfg.languages, cfg.replay.prompts, cfg.replay.max_new_tokens,
+                                         cfg.replay.batch_size, cfg.train.seed, cfg.dtype, cfg.device)
+        _write_jsonl(data_dir / "replay.jsonl", rrows)
+        datasets.append(DatasetConfig(path=str(data_dir / "replay.jsonl"), format="messages", name="replay",
+                                      samples=cfg.replay.samples))
+    datasets += [_fill_extra(ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
+
+    train_cfg = TrainConfig(model=cfg.model, method="lora", lora=cfg.lora,
+                            train=cfg.train.model_copy(update={"dtype": cfg.dtype}),
+                            data=DataConfig(datasets=datasets, cutoff_len=cfg.cutoff_len, seed=cfg.train.seed),
+                            output_dir=str(run), resume=cfg.resume, device=cfg.device, progress=cfg.progress)
+    print(f"train: LoRA r={cfg.lora.r} on {len(rows)} identity rows"
+          + (f" + {replay_info['kept']} replay rows" if replay_info else "") + f" → {run}")
+    t_train = time.time()
+    if (read_manifest(run) or {}).get("status") != "done":
+        code = fit(setup(train_cfg))
+        if code:
+            return code
+    save_config(cfg, run / "identity.yaml")
+    t_eval = time.time()
+    scores = None
+    if cfg.eval:
+        print("eval: base vs tuned on held-out probes …")
+        rep = run_eval(EvalIdentityConfig(model=cfg.model, adapter=[str(run)], names=names, languages=cfg.languages,
+                                          out=str(run / "eval"), max_new_tokens=cfg.eval_max_new_tokens,
+                                          dtype=cfg.dtype, device=cfg.device))
+        print_table(rep)
+        scores = {"base": rep["base"]["scores"], "tuned": rep["tuned"]["scores"]}
+        write_atomic(run / "eval" / "report.md", report_markdown(rep))
+    m = read_manifest(run) or {}
+    m.update(job="identity", identity=names.model_dump(), replay=replay_info, eval=scores,
+             timings_s={"synth_replay": round(t_train - t0, 1), "train": round(t_eval - t_train, 1),
+                        "eval": round(time.time() - t_eval, 1), "total": round(time.time() - t0, 1)})
+    write_manifest(run, m)
+    print(f"done in {time.time() - t0:.0f}s: {run} (report: {run / 'eval' / 'report.md'})")
+    return 0

@@ -1,0 +1,53 @@
+"""Self-distilled replay: the base model answers general prompts before training, and those
+answers are mixed into training so the model keeps its own voice without outside data.
+
+Answers are cached per base-model content hash (and prompt set and length), through the
+resumable ``predict`` path, so a second run — or a killed one — costs nothing extra."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from ..config import write_atomic
+from ..infer import GenParams
+from ..infer.predict import PredictConfig, predict
+from ..manifest import model_hash
+from ..models import resolve_model, tunesmith_home
+from .identity import general_prompts
+
+
+def replay_rows(model: str, languages: list[str], count: int | None, max_new_tokens: int, batch_size: int,
+                seed: int = 0, dtype: str | None = None, device: str | None = None) -> tuple[list[dict], dict]:
+    """``({"messages": [...]}, info)``: the base model's own answers to ``count`` shipped prompts.
+    Answers that ran into ``max_new_tokens`` are dropped: training on a cut-off answer would
+    teach the model to stop mid-sentence."""
+    prompts = general_prompts(languages)
+    if count is not None and count < len(prompts):
+        prompts = random.Random(seed).sample(prompts, count)
+    texts = [p["prompt"] for p in prompts]
+    base_hash = model_hash(resolve_model(model))
+    key = hashlib.sha256(json.dumps([texts, max_new_tokens, dtype]).encode()).hexdigest()[:16]
+    folder = tunesmith_home() / "replay"
+    out = folder / f"{base_hash[:16]}-{key}.jsonl"
+    inp = folder / f"{base_hash[:16]}-{key}.in.jsonl"
+    if not inp.is_file():
+        write_atomic(inp, "".join(json.dumps({"id": str(i), "prompt": t}, ensure_ascii=False) + "\n"
+                                  for i, t in enumerate(texts)))
+    predict(PredictConfig(model=model, input=str(inp), output=str(out), batch_size=batch_size, dtype=dtype,
+                          device=device, progress=True, gen=GenParams(max_new_tokens=max_new_tokens)))
+    from ..models import load_tokenizer
+
+    tok = load_tokenizer(resolve_model(model))
+    rows, cut = [], 0
+    for line in Path(out).read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        answer = r["response"].strip()
+        if not answer or len(tok(answer, add_special_tokens=False)["input_ids"]) >= max_new_tokens - 1:
+            cut += 1
+            continue
+        rows.append({"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": answer}]})
+    info = {"prompts": len(texts), "kept": len(rows), "dropped_unfinished": cut, "cache": str(out),
+            "base_hash": base_hash}
+    return rows, info
