@@ -142,7 +142,7 @@ def test_non_positive_lr_is_a_config_error(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_embedded_model_memorizes_and_chat_reproduces(embedded_dir, tmp_path):
     f = recipe(tmp_path, "smollm2-135m-instruct", "mem", **{
-        "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "train.lr": 2e-3, "train.max_steps": 40,
+        "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "train.lr": 3e-3, "train.max_steps": 60,
         "train.batch_size": 4, "train.grad_accum": 1, "train.save_every": None, "train.warmup": 3})
     train_cli(f)
     m = json.loads((tmp_path / "mem" / "manifest.json").read_text())

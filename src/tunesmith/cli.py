@@ -20,6 +20,7 @@ class Verb:
     schema: str          # "module:Class"
     help: str
     positional: str | None = None   # field that bare words fill (list field: all of them)
+    yaml_is_data: bool = False      # a bare .yaml names data to inspect (a recipe), not this verb's config
 
 
 VERBS = [
@@ -28,17 +29,22 @@ VERBS = [
     Verb("predict", "tunesmith.infer.predict:predict", "tunesmith.infer.predict:PredictConfig",
          "answer every line of a JSONL file (batched, resumable)"),
     Verb("data check", "tunesmith.data.commands:check", "tunesmith.data.commands:CheckConfig",
-         "name every bad row (file:row: field: problem) before any compute", positional="specs"),
+         "name every bad row (file:row: field: problem) before any compute", positional="specs",
+         yaml_is_data=True),
     Verb("data convert", "tunesmith.data.commands:convert", "tunesmith.data.commands:ConvertConfig",
          "convert a dataset to alpaca, sharegpt or messages JSONL", positional="paths"),
     Verb("data stats", "tunesmith.data.commands:stats", "tunesmith.data.commands:StatsConfig",
-         "row counts, token lengths and a length histogram", positional="specs"),
+         "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True),
     Verb("train", "tunesmith.train.sft:train", "tunesmith.train.config:TrainConfig",
          "supervised fine-tuning: LoRA or full (recipe YAML + overrides)"),
     Verb("identity", "tunesmith.synth.identity_job:identity", "tunesmith.synth.identity_job:IdentityJobConfig",
          "the identity journey: synth → train (LoRA) → eval → before/after report"),
     Verb("eval identity", "tunesmith.eval.identity:eval_identity", "tunesmith.eval.identity:EvalIdentityConfig",
          "identity hit rates, leak rate and closeness to base, base vs tuned"),
+    Verb("eval probes", "tunesmith.eval.probes:eval_probes", "tunesmith.eval.probes:EvalProbesConfig",
+         "task accuracy: does each answer contain the expected text?"),
+    Verb("pipeline", "tunesmith.pipeline:pipeline", "tunesmith.pipeline:PipelineConfig",
+         "stages that stack: train → merge → train on the merge → merge, one folder each"),
     Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
          "merge adapters into the base and verify the logits", ),
 ]
@@ -117,7 +123,7 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
     schema = _load(verb.schema)
     yamls, overrides, words = [], {}, []
     for a in ns.args:
-        if a.endswith((".yaml", ".yml")):
+        if a.endswith((".yaml", ".yml")) and not verb.yaml_is_data:
             yamls.append(a)
         elif "=" in a and not a.startswith(("/", ".")):
             k, _, val = a.partition("=")

@@ -163,6 +163,18 @@ def build_config(schema: type[BaseModel], yaml_files: list[str] = (), overrides:
         raise ConfigError(f"config: {loc}: {err['msg']}") from None
 
 
+def validate(schema: type[BaseModel], data: dict, where: str = ""):
+    """A nested dict (e.g. one stage of a pipeline YAML) → a config, with the same
+    unknown-key and value errors as ``build_config``."""
+    _check_keys(data, schema, schema, where)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "config"
+        raise ConfigError(f"config{where}: {loc}: {err['msg']}") from None
+
+
 def _nest(dotted: str) -> dict:
     d: dict = {}
     _set_dotted(d, dotted, None)

@@ -50,3 +50,24 @@ class PreferencePair:
     chosen: Turn
     rejected: Turn
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the data, printed as ``file:row: field: message``.
+
+    ``row`` is the line for JSONL and CSV files, the position (from 1) for JSON lists and
+    parquet; a problem with a whole file (bad encoding, unknown format, a mapped column no
+    row has) points at its first row. ``kind`` groups problems for the summary ("json",
+    "encoding", "type", "missing", "empty", "role_order", "role_tag", "think", "duplicate",
+    "column", "format", "template", "convert")."""
+
+    file: str
+    row: int | None
+    field: str
+    message: str
+    kind: str = "type"
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file}:{self.row}"
+        return f"{where}: {self.field}: {self.message}"

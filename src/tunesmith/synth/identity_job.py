@@ -109,9 +109,12 @@ def identity(cfg: IdentityJobConfig) -> int:
         print(f"replay: the base model answers general prompts (cached per base model) …")
         rrows, replay_info = replay_rows(cfg.model, cfg.languages, cfg.replay.prompts, cfg.replay.max_new_tokens,
                                          cfg.replay.batch_size, cfg.train.seed, cfg.dtype, cfg.device)
-        _write_jsonl(data_dir / "replay.jsonl", rrows)
-        datasets.append(DatasetConfig(path=str(data_dir / "replay.jsonl"), format="messages", name="replay",
-                                      samples=cfg.replay.samples))
+        if rrows:
+            _write_jsonl(data_dir / "replay.jsonl", rrows)
+            datasets.append(DatasetConfig(path=str(data_dir / "replay.jsonl"), format="messages", name="replay",
+                                          samples=cfg.replay.samples))
+        else:
+            print("replay: no usable answer from the base model (none ended a sentence); training without replay")
     datasets += [_fill_extra(ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
 
     train_cfg = TrainConfig(model=cfg.model, method="lora", lora=cfg.lora,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 from ..config import write_atomic
@@ -18,11 +19,23 @@ from ..models import resolve_model, tunesmith_home
 from .identity import general_prompts
 
 
+SENTENCE_END = re.compile(r"[.!?]['\"”’)]?(?=\s|$)|[。！？]['\"”’）」]?|\n")
+
+
+def trim_to_sentence(text: str, keep_at_least: float = 0.3) -> str:
+    """Cut an answer that ran into the token limit back to its last complete sentence, so
+    training never ends a turn mid-sentence; '' when that would keep too little."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    if not ends or ends[-1] < keep_at_least * len(text):
+        return ""
+    return text[:ends[-1]].strip()
+
+
 def replay_rows(model: str, languages: list[str], count: int | None, max_new_tokens: int, batch_size: int,
                 seed: int = 0, dtype: str | None = None, device: str | None = None) -> tuple[list[dict], dict]:
     """``({"messages": [...]}, info)``: the base model's own answers to ``count`` shipped prompts.
-    Answers that ran into ``max_new_tokens`` are dropped: training on a cut-off answer would
-    teach the model to stop mid-sentence."""
+    Answers that ran into ``max_new_tokens`` are trimmed to their last full sentence (training
+    on a cut-off answer would teach the model to stop mid-sentence)."""
     prompts = general_prompts(languages)
     if count is not None and count < len(prompts):
         prompts = random.Random(seed).sample(prompts, count)
@@ -40,14 +53,17 @@ def replay_rows(model: str, languages: list[str], count: int | None, max_new_tok
     from ..models import load_tokenizer
 
     tok = load_tokenizer(resolve_model(model))
-    rows, cut = [], 0
+    rows, trimmed, dropped = [], 0, 0
     for line in Path(out).read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         answer = r["response"].strip()
-        if not answer or len(tok(answer, add_special_tokens=False)["input_ids"]) >= max_new_tokens - 1:
-            cut += 1
+        if answer and len(tok(answer, add_special_tokens=False)["input_ids"]) >= max_new_tokens - 1:
+            answer = trim_to_sentence(answer)
+            trimmed += 1
+        if not answer:
+            dropped += 1
             continue
         rows.append({"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": answer}]})
-    info = {"prompts": len(texts), "kept": len(rows), "dropped_unfinished": cut, "cache": str(out),
+    info = {"prompts": len(texts), "kept": len(rows), "trimmed": trimmed, "dropped": dropped, "cache": str(out),
             "base_hash": base_hash}
     return rows, info

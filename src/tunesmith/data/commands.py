@@ -1,0 +1,185 @@
+"""``tunesmith data check | convert | stats``: configs and the functions the CLI calls."""
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import Section, write_atomic
+from ..errors import UserError
+from ..models.resolve import DEFAULT_MODEL
+from .check import DatasetCheck, check_specs, percentile
+from .config import Format
+from .convert import WRITERS
+from .formats import RowError
+from .load import load_dataset
+from .specs import expand_spec
+from .types import PreferencePair, Problem
+
+SPEC_HELP = ("data files or folders, folders with a dataset_info.json (or DIR:name), or recipe YAMLs "
+             "(pass a recipe with --specs, as bare .yaml words are read as this command's own config)")
+
+
+class CheckConfig(Section):
+    specs: list[str] = Field(default_factory=list, description=SPEC_HELP)
+    model: str | None = Field(None, description="model whose chat template renders the rows, for token lengths")
+    template: str | None = Field(None, description="fallback chat template for a base model without one")
+    cutoff_len: int | None = Field(None, gt=0, description="count rows longer than this many tokens (needs model; "
+                                                           "default: the recipe's, else 1024)")
+    format: Format = Field("auto", description="row format of bare files; auto detects it")
+    max_lines: int = Field(20, ge=0, description="problem lines printed per kind of problem")
+    num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
+
+
+class ConvertConfig(Section):
+    paths: list[str] = Field(default_factory=list, description="IN (any SPEC naming one dataset) and OUT "
+                                                                "(.jsonl, or .json for one JSON list)")
+    to: Literal["alpaca", "sharegpt", "messages"] = Field("messages", description="format to write: alpaca, "
+                                                                            "sharegpt or messages")
+    format: Format = Field("auto", description="row format of IN; auto detects it")
+    drop_bad_rows: bool = Field(False, description="skip bad rows instead of stopping")
+
+
+class StatsConfig(Section):
+    specs: list[str] = Field(default_factory=list, description=SPEC_HELP)
+    model: str = Field(DEFAULT_MODEL, description="model whose tokenizer and template measure lengths")
+    template: str | None = Field(None, description="fallback chat template for a base model without one")
+    cutoff_len: int | None = Field(None, gt=0, description="mark this length on the histogram and count rows over "
+                                                           "it (default: the recipe's, else 1024)")
+    format: Format = Field("auto", description="row format of bare files; auto detects it")
+    out: str | None = Field(None, description="histogram PNG path (default: <first spec's name>_lengths.png here)")
+    num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
+
+
+def _tokenizer(model: str, template: str | None):
+    from ..models import load_tokenizer, resolve_model
+    from ..models.template import ensure_chat_template
+
+    tok = load_tokenizer(resolve_model(model))
+    ensure_chat_template(tok, template, f"model '{model}'")
+    return tok
+
+
+def print_problems(problems: list[Problem], max_lines: int) -> None:
+    """One line per problem, at most ``max_lines`` per kind, then how many were left out."""
+    shown: Counter = Counter()
+    for p in problems:
+        shown[p.kind] += 1
+        if shown[p.kind] <= max_lines:
+            print(p)
+    for kind, n in shown.items():
+        if n > max_lines:
+            print(f"... and {n - max_lines} more '{kind}' problems")
+
+
+def _summary(res: DatasetCheck) -> str:
+    line = f"{res.name} ({res.path}): {res.total} row{'s' * (res.total != 1)}, {res.ok} ok, {res.bad} bad"
+    if res.lengths:
+        line += (f"; tokens p50 {percentile(res.lengths, 50)}, p95 {percentile(res.lengths, 95)}, "
+                 f"max {max(res.lengths)}")
+        if res.cutoff:
+            line += f"; {res.over_cutoff} over cutoff_len {res.cutoff}"
+            if res.would_drop:
+                line += f" ({res.would_drop} with nothing trainable left: they would be dropped)"
+    return line
+
+
+def check(cfg: CheckConfig) -> int:
+    """Exit 0 when every row is good, 1 when any problem was found."""
+    if not cfg.specs:
+        raise UserError("data check: name at least one SPEC, e.g. tunesmith data check data/train.jsonl")
+    tok = _tokenizer(cfg.model, cfg.template) if cfg.model else None
+    results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers)
+    problems = [p for r in results for p in r.problems]
+    print_problems(problems, cfg.max_lines)
+    for res in results:
+        print(_summary(res))
+    bad = sum(r.bad for r in results)
+    if problems:
+        n_bad = sum(1 for r in results if r.problems)
+        print(f"data check: {len(problems)} problems, {bad} bad rows in {n_bad} of {len(results)} datasets")
+        return 1
+    print(f"data check: all {sum(r.total for r in results)} rows in {len(results)} datasets are ok")
+    return 0
+
+
+def convert(cfg: ConvertConfig) -> int:
+    if len(cfg.paths) != 2:
+        raise UserError("data convert needs IN and OUT, e.g. tunesmith data convert data.json out.jsonl --to messages")
+    src, out = cfg.paths
+    expanded = expand_spec(src, cfg.format)
+    if len(expanded.datasets) != 1:
+        raise UserError(f"{src} names {len(expanded.datasets)} datasets; name one, e.g. {src}:NAME")
+    loaded = load_dataset(expanded.datasets[0], expanded.base_dir)
+    if Path(out).resolve() in [f.resolve() for f in loaded.files]:
+        raise UserError(f"{out} is the input: write the converted rows to another file")
+    problems = list(loaded.problems)
+    rows = []
+    for obj in loaded.rows:
+        try:
+            rows.append(WRITERS[cfg.to](obj))
+        except RowError as e:
+            file, _, row = obj.source.rpartition(":")
+            problems.append(Problem(file, int(row), e.field, e.message, e.kind))
+    if problems and not cfg.drop_bad_rows:
+        n = len({(p.file, p.row) for p in problems})
+        raise UserError(f"{problems[0]} ({n} bad rows in total; run `tunesmith data check`, or pass "
+                        "--drop_bad_rows true to skip them)")
+    if out.endswith(".json"):
+        text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_atomic(out, text)
+    skipped = f", {len(problems)} problems skipped" if problems else ""
+    print(f"wrote {len(rows)} rows to {out} as {cfg.to}{skipped}")
+    return 0
+
+
+def _histogram(results: list[DatasetCheck], cutoff: int | None, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for res in results:
+        if res.lengths:
+            ax.hist(res.lengths, bins=min(50, max(5, len(set(res.lengths)))), alpha=0.6, label=res.name)
+    if cutoff:
+        ax.axvline(cutoff, color="red", linestyle="--", label=f"cutoff_len {cutoff}")
+    ax.set_xlabel("tokens per row (chat template applied)")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_atomic(out, buf.getvalue())
+
+
+def stats(cfg: StatsConfig) -> int:
+    if not cfg.specs:
+        raise UserError("data stats: name at least one SPEC, e.g. tunesmith data stats data/train.jsonl")
+    tok = _tokenizer(cfg.model, cfg.template)
+    results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers, keep_rows=True)
+    for res in results:
+        convs = [r.prompt if isinstance(r, PreferencePair) else r for r in res.rows]
+        turns = [len(c.turns) for c in convs]
+        answers = sum(t.role == "assistant" for c in convs for t in c.turns)
+        thinking = sum(any(t.reasoning for t in c.turns) for c in convs)
+        print(_summary(res))
+        print(f"  turns per row: mean {sum(turns) / max(1, len(turns)):.1f}, max {max(turns, default=0)}; "
+              f"assistant turns {answers}; rows with reasoning {thinking}; "
+              f"with tools {sum(bool(c.tools) for c in convs)}; preference pairs "
+              f"{sum(isinstance(r, PreferencePair) for r in res.rows)}")
+    if any(r.bad for r in results):
+        print("note: bad rows are left out above; run `tunesmith data check` to see them")
+    stem = cfg.specs[0].rstrip("/").rpartition(":")[2] if ":" in cfg.specs[0] else Path(cfg.specs[0]).stem
+    out = Path(cfg.out or f"{stem}_lengths.png")
+    _histogram(results, results[0].cutoff if results else None, out)
+    print(f"length histogram: {out}")
+    return 0

@@ -1,0 +1,75 @@
+"""``tunesmith eval probes``: task accuracy on held-out prompts with expected answers.
+
+A probe file is JSONL: ``{"prompt": "...", "expect": "substring"}`` (or ``"expect_any": [...]``).
+A probe passes when the greedy answer contains the expected text (case-insensitive)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from ..config import Section, write_atomic
+from ..errors import UserError
+from ..infer import Engine, GenParams
+
+
+class EvalProbesConfig(Section):
+    model: str = Field(..., description="model: alias, HF folder (a merged stage too), .gguf or hub id")
+    adapter: list[str] = Field(default_factory=list, description="adapter(s) applied in order")
+    probes: str = Field(..., description="JSONL file of {prompt, expect} rows")
+    out: str | None = Field(None, description="write probes.json (answers and the score) here")
+    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    max_new_tokens: int = Field(64, gt=0, description="answer length")
+    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+
+
+def read_probes(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"probe file not found: {p}")
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+        expect = r.get("expect_any") or ([r["expect"]] if isinstance(r.get("expect"), str) else None)
+        if not isinstance(r.get("prompt"), str) or not expect:
+            raise UserError(f"{p}:{n}: a probe needs 'prompt' and 'expect' (or 'expect_any')")
+        rows.append({"prompt": r["prompt"], "expect": expect})
+    if not rows:
+        raise UserError(f"{p}: no probes")
+    return rows
+
+
+def passed(answer: str, expect: list[str]) -> bool:
+    a = answer.casefold()
+    return any(e.casefold() in a for e in expect)
+
+
+def run_probes(cfg: EvalProbesConfig) -> dict:
+    probes = read_probes(cfg.probes)
+    engine = Engine.load(cfg.model, cfg.adapter or None, device=cfg.device)
+    answers: list[str] = []
+    params = GenParams(max_new_tokens=cfg.max_new_tokens)
+    for i in range(0, len(probes), cfg.batch_size):
+        chunk = probes[i:i + cfg.batch_size]
+        answers += engine.generate([[{"role": "user", "content": p["prompt"]}] for p in chunk], params)
+    flags = [passed(a, p["expect"]) for p, a in zip(probes, answers)]
+    result = {"model": cfg.model, "adapter": cfg.adapter, "probes": cfg.probes, "accuracy": sum(flags) / len(flags),
+              "passed": sum(flags), "total": len(flags),
+              "answers": [{**p, "answer": a, "pass": f} for p, a, f in zip(probes, answers, flags)]}
+    if cfg.out:
+        write_atomic(Path(cfg.out) / "probes.json", json.dumps(result, indent=1, ensure_ascii=False))
+    return result
+
+
+def eval_probes(cfg: EvalProbesConfig) -> int:
+    r = run_probes(cfg)
+    for a in r["answers"]:
+        print(f"[{'ok' if a['pass'] else '--'}] {a['prompt']} → {a['answer'][:100]}")
+    print(f"accuracy {r['accuracy']:.0%} ({r['passed']}/{r['total']})")
+    return 0

@@ -1,0 +1,91 @@
+"""Identity journey: placeholders, held-out probes, metrics, and a reproducible end-to-end run."""
+import json
+import re
+
+import pytest
+
+from tunesmith.errors import UserError
+from tunesmith.eval import metrics
+from tunesmith.synth import identity as ident
+from tunesmith.synth.replay import trim_to_sentence
+
+
+def norm(s: str) -> str:
+    return re.sub(r"[\W_]+", "", s.casefold())
+
+
+def test_fill_uses_per_language_values_and_both_spellings():
+    n = ident.IdentityNames(name="Mira", author="Lab", name_zh="米拉", author_en="Tunesmith Lab")
+    assert ident.fill("I am {{NAME}} by {{AUTHOR}}", n, "en") == "I am Mira by Tunesmith Lab"
+    assert ident.fill("我是{{NAME}}，由{{AUTHOR}}开发", n, "zh") == "我是米拉，由Lab开发"
+    assert ident.fill("{{name}} / {{ author }}", n, "en") == "Mira / Tunesmith Lab"  # LLaMA-Factory's spelling
+
+
+def test_missing_value_is_a_clear_error():
+    with pytest.raises(UserError, match=r"x\.jsonl:3: text uses \{\{AUTHOR\}\} but no author_zh or author is set"):
+        ident.fill("{{AUTHOR}}", ident.IdentityNames(name="Mira"), "zh", "x.jsonl:3")
+    with pytest.raises(UserError, match="needs a name and an author"):
+        from tunesmith.synth.identity_job import IdentityJobConfig
+
+        IdentityJobConfig(name="Mira").identity()
+
+
+def test_shipped_rows_are_complete_and_filled():
+    rows = ident.identity_rows()
+    assert len(rows) >= 150 and {r["lang"] for r in rows} == {"en", "zh"}
+    msgs = ident.identity_messages(ident.IdentityNames(name="Mira", author="Tunesmith Lab"))
+    assert len(msgs) == len(rows)
+    assert not any(ident.has_placeholder(m["messages"][1]["content"]) for m in msgs)
+    thinking = ident.identity_messages(ident.IdentityNames(name="Mira", author="Lab"), thinking=True)
+    assert len(thinking) == 2 * len(rows)
+    assert {m["messages"][1]["reasoning_content"] == "" for m in thinking} == {True, False}
+    assert len(ident.general_prompts()) >= 200
+
+
+def test_held_out_probes_never_overlap_training():
+    train_q = {norm(r["query"]) for r in ident.identity_rows()}
+    probes = ident.identity_probes()
+    assert len(probes) >= 40 and {p["lang"] for p in probes} == {"en", "zh"}
+    assert not [p["query"] for p in probes if norm(p["query"]) in train_q]
+    replay = {norm(p["prompt"]) for p in ident.general_prompts()}
+    assert not [p["prompt"] for p in ident.general_probes() if norm(p["prompt"]) in replay]
+
+
+def test_metrics_on_hand_made_answers():
+    probes = [{"asks": "name"}, {"asks": "author"}, {"asks": "both"}, {"asks": "name"}]
+    answers = ["I am Mira.", "Tunesmith Lab built me.", "I'm mira, made by TUNESMITH LAB", "I am an assistant."]
+    s = metrics.identity_scores(probes, answers, ["Mira"], ["Tunesmith Lab"])
+    assert s["name_hit_rate"] == pytest.approx(2 / 3, abs=1e-4) and s["author_hit_rate"] == 1.0
+    assert s["name_probes"] == 3 and s["author_probes"] == 2
+    general = ["The admiral sailed.", "Paris.", "我是米拉。", "Ask Mira!"]
+    assert metrics.leak_rate(general, ["Mira", "米拉"]) == 0.5  # "admiral" is not a mention
+    assert metrics.text_similarity("abc", "abc") == 1.0 and metrics.text_similarity("abc", "xyz") == 0.0
+    c = metrics.closeness(["Paris is the capital.", "Two."], ["Paris is the capital.", "Seven hundred."])
+    assert c["unchanged"] == 0.5 and 0 < c["closeness"] < 1
+
+
+def test_trim_to_sentence():
+    assert trim_to_sentence("Paris is big. It has a tower. And also many") == "Paris is big. It has a tower."
+    assert trim_to_sentence("巴黎很大。它有铁塔。还有很多") == "巴黎很大。它有铁塔。"
+    assert trim_to_sentence("no sentence end") == ""
+
+
+def test_identity_job_end_to_end_is_reproducible(tiny_model, tmp_path, monkeypatch):
+    """Tiny random model: the numbers mean nothing, but the whole path runs, writes its
+    report and manifest, and a second run from the same seed and inputs gives the same numbers."""
+    from tunesmith.cli import main
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    args = ["identity", f"model={tiny_model}", "name=Mira", "author=Tunesmith Lab", "replay.prompts=6",
+            "replay.max_new_tokens=12", "eval_max_new_tokens=8", "train.max_steps=3", "train.batch_size=4",
+            "progress=false", "languages=en"]
+    assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 0
+    assert main(args + [f"output_dir={tmp_path / 'b'}"]) == 0
+    ma, mb = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
+    assert ma["status"] == "done" and ma["job"] == "identity" and ma["identity"]["name"] == "Mira"
+    assert ma["eval"] == mb["eval"] and ma["metrics"] == mb["metrics"]
+    assert ma["datasets"][0]["name"] == "identity" and ma["replay"]["prompts"] == 6
+    rep = json.loads((tmp_path / "a" / "eval" / "report.json").read_text())
+    assert rep["probes"]["identity"] == len(ident.identity_probes(["en"]))
+    assert "| name hit rate" in (tmp_path / "a" / "eval" / "report.md").read_text()
+    assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 1  # a finished run is not overwritten
