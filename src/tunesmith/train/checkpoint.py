@@ -61,12 +61,12 @@ def begin(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def write_tensors(tmp: Path, tensors: dict, optimizer, scheduler) -> None:
+def write_tensors(tmp: Path, tensors: dict, optim_state: dict, scheduler) -> None:
     import torch
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
 
 
 def write_rng(tmp: Path, rank: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from ..config import save_config
 from ..errors import UserError
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
-from . import batching, checkpoint
+from . import batching, checkpoint, sharded
 from .config import TrainConfig
 from .logs import RunLog
 
@@ -123,7 +123,8 @@ def setup(cfg: TrainConfig) -> Run:
         "base_model": {"spec": cfg.model, "path": str(Path(model_dir).resolve()), "hash": model_hash(model_dir)},
         "adapter_init": cfg.adapter, "parent": parent, "datasets": data.report,
         "rows": {"train": len(data.train), "val": len(data.val)},
-        "schedule": {"world_size": world, "global_batch": global_batch, "steps": total,
+        "schedule": {"world_size": world, "distributed": accelerator.distributed_type.value,
+                     "global_batch": global_batch, "steps": total,
                      "steps_per_epoch": steps_per_epoch},
         "env": env_info(),
     }
@@ -191,10 +192,13 @@ def _restore(run: Run, path: Path) -> None:
     if missing:
         raise UserError(f"checkpoint {path} does not match this recipe (missing {sorted(missing)[0]}); "
                         "resume with the config the run started with")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[n])
-    run.optimizer.load_state_dict(optim["optimizer"])
+    if sharded.is_sharded(run.accelerator):
+        sharded.scatter(run.model, run.optimizer, tensors, optim["optimizer"])
+    else:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(tensors[n])
+        run.optimizer.load_state_dict(optim["optimizer"])
     run.scheduler.load_state_dict(optim["scheduler"])
     if rng is not None:
         checkpoint.set_rng_state(rng)
@@ -229,6 +233,10 @@ def fit(run: Run) -> int:
                 dt = time.time() - t_last
                 row = {"step": step, "epoch": round(step / run.steps_per_epoch, 4), "loss": loss,
                        "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tok_s": round(tokens_since / dt, 1)}
+                if acc.device.type == "cuda":
+                    import torch
+
+                    row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 run.log.log(row)
                 run.metrics["train_loss"] = loss
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tok_s']:.0f}")
@@ -274,7 +282,8 @@ def train_step(run: Run, batch: list[int]) -> tuple[float, float]:
         loss_sum += out.loss.detach().float()
     grad_norm = 0.0
     if loop.max_grad_norm:
-        grad_norm = float(acc.clip_grad_norm_(run.model.parameters(), loop.max_grad_norm))
+        norm = acc.clip_grad_norm_(run.model.parameters(), loop.max_grad_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -312,9 +321,13 @@ def evaluate(run: Run) -> dict:
 def save_checkpoint(run: Run, step: int) -> None:
     acc = run.accelerator
     tmp = run.run_dir / "checkpoints" / f".tmp-{checkpoint.PREFIX}{step:08d}"
+    if sharded.is_sharded(acc):  # every process takes part in gathering the shards
+        tensors, optim_state = sharded.gather(run.model, run.optimizer)
+    else:
+        tensors, optim_state = (trainable_tensors(run), run.optimizer.state_dict()) if run.main else ({}, {})
     if run.main:
         checkpoint.begin(run.run_dir, step)
-        checkpoint.write_tensors(tmp, trainable_tensors(run), run.optimizer, run.scheduler)
+        checkpoint.write_tensors(tmp, tensors, optim_state, run.scheduler)
     acc.wait_for_everyone()
     checkpoint.write_rng(tmp, acc.process_index)
     acc.wait_for_everyone()
@@ -330,10 +343,12 @@ def finish(run: Run) -> None:
     acc = run.accelerator
     acc.wait_for_everyone()
     model = acc.unwrap_model(run.model)
+    # Under FSDP the full weights are gathered by every process together; else read directly.
+    state = acc.get_state_dict(run.model) if sharded.is_sharded(acc) else None
     if run.main:
         tmp = run.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state} if state is not None else {}))
         for f in tmp.iterdir():  # move whole files in: a reader never sees a half-written weight file
             f.replace(run.run_dir / f.name)
         tmp.rmdir()

@@ -1,0 +1,55 @@
+"""Stacked stages: train → merge → train on the merge → merge, with lineage and resume."""
+import json
+
+import yaml
+
+from tunesmith.cli import main
+
+
+def test_pipeline_chains_stages_and_records_lineage(tiny_model, tmp_path, capsys):
+    data = tmp_path / "skill.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"What is code {i}?", "output": f"Code {i} is ready."}) + "\n"
+                            for i in range(8)))
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps({"prompt": "What is code 1?", "expect": "ready"}) + "\n")
+    stage_train = {"data": {"datasets": [{"path": str(data)}], "cutoff_len": 64},
+                   "lora": {"r": 4, "alpha": 8}, "train": {"max_steps": 3, "batch_size": 4}, "progress": False}
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "output_dir": str(tmp_path / "p"), "stages": [
+        {"name": "one", "train": stage_train, "probes": str(probes)},
+        {"name": "one-merged", "merge": {"dtype": "fp32"}},
+        {"name": "two", "train": stage_train},
+        {"name": "final", "merge": {"dtype": "fp32"}},
+    ]}))
+    assert main(["pipeline", str(recipe)]) == 0
+    root = tmp_path / "p"
+    m = json.loads((root / "manifest.json").read_text())
+    assert [s["stage"] for s in m["stages"]] == ["one", "one-merged", "two", "final"]
+    # stage two trained on the merged output of stage one; the final merge folds two into it
+    assert m["stages"][2]["model_in"] == str(root / "2-one-merged")
+    two = json.loads((root / "3-two" / "manifest.json").read_text())
+    assert two["base_model"]["path"] == str((root / "2-one-merged").resolve()) and two["parent"]
+    final = json.loads((root / "4-final" / "manifest.json").read_text())
+    assert final["kind"] == "merge" and final["base_model"]["path"] == str((root / "2-one-merged").resolve())
+    assert m["final_model"] == str((root / "4-final").resolve())
+    assert [p["on"] for p in m["probes"]] == ["eval"] and m["final_probes"][0]["stage"] == "one"
+    # plain transformers loads the final model
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(root / "4-final")
+    # a rerun skips the finished stages
+    capsys.readouterr()
+    assert main(["pipeline", str(recipe)]) == 0
+    assert "resuming" not in capsys.readouterr().out
+
+
+def test_pipeline_typo_in_a_later_stage_fails_before_training(tiny_model, tmp_path, capsys):
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "output_dir": str(tmp_path / "p"), "stages": [
+        {"name": "one", "train": {"data": {"datasets": [{"path": "x.jsonl"}]}}},
+        {"name": "two", "merge": {"dtyp": "fp32"}},
+    ]}))
+    assert main(["pipeline", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "'dtyp'" in err and "stage 2 'two'" in err and "did you mean 'dtype'" in err
+    assert not (tmp_path / "p").exists()
