@@ -121,7 +121,8 @@ def identity(cfg: IdentityJobConfig) -> int:
                             train=cfg.train.model_copy(update={"dtype": cfg.dtype}),
                             data=DataConfig(datasets=datasets, cutoff_len=cfg.cutoff_len, seed=cfg.train.seed),
                             output_dir=str(run), resume=cfg.resume, device=cfg.device, progress=cfg.progress)
-    print(f"train: LoRA r={cfg.lora.r} on {len(rows)} identity rows"
+    used = f"{cfg.identity_samples} sampled from {len(rows)}" if cfg.identity_samples else str(len(rows))
+    print(f"train: LoRA r={cfg.lora.r} on {used} identity rows"
           + (f" + {replay_info['kept']} replay rows" if replay_info else "") + f" → {run}")
     t_train = time.time()
     if (read_manifest(run) or {}).get("status") != "done":
