@@ -18,7 +18,9 @@ def pytest_configure(config):
     else:
         import torch
 
-        torch.set_num_threads(1)  # two workers on two cores: one thread each
+        # Two workers on two cores: one thread each, also for the CLI subprocesses tests start.
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

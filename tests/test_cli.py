@@ -60,3 +60,9 @@ def test_repeated_list_option_accumulates(monkeypatch):
                         if ref.endswith(":chat") else cli.importlib.import_module(ref.split(":")[0]).__dict__[ref.split(":")[1]])
     assert main(["chat", "--adapter", "a1", "--adapter", "a2,a3", "--prompt", "x"]) == 0
     assert seen["cfg"].adapter == ["a1", "a2", "a3"]
+
+
+def test_train_lora_typo_suggests_lora_r():
+    r = run_cli("train", "lora.rr=8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: unknown config key 'lora.rr'; did you mean 'lora.r'?"]

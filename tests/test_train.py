@@ -152,3 +152,17 @@ def test_embedded_model_memorizes_and_chat_reproduces(embedded_dir, tmp_path):
                         str(tmp_path / "mem"), "--prompt", q], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert a in r.stdout, r.stdout
+
+
+def test_adapter_continues_and_manifest_records_parent(tiny_model, tmp_path):
+    first = recipe(tmp_path, tiny_model, "first", **{"train.max_steps": 3, "train.save_every": None})
+    train_cli(first)
+    second = recipe(tmp_path, tiny_model, "second", adapter=str(tmp_path / "first"),
+                    **{"train.max_steps": 3, "train.save_every": None, "train.seed": 8})
+    train_cli(second)
+    m = json.loads((tmp_path / "second" / "manifest.json").read_text())
+    assert m["parent"] == str(tmp_path / "first") and m["adapter_init"] == str(tmp_path / "first")
+    a, b = weights(tmp_path / "first", "lora"), weights(tmp_path / "second", "lora")
+    assert a.keys() == b.keys() and any((a[k] != b[k]).any() for k in a)  # trained further, same adapter shape
+    r = train_cli(second, "method=full", check=False)
+    assert r.returncode == 2 and "adapter" in r.stderr
