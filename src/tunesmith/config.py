@@ -155,12 +155,7 @@ def build_config(schema: type[BaseModel], yaml_files: list[str] = (), overrides:
     for dotted, raw in (overrides or {}).items():
         _check_keys(_nest(dotted), schema, schema, "")
         _set_dotted(data, dotted, _parse_value(raw, leaves.get(dotted)))
-    try:
-        return schema.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        raise ConfigError(f"config: {loc}: {err['msg']}") from None
+    return validate(schema, data)
 
 
 def validate(schema: type[BaseModel], data: dict, where: str = ""):

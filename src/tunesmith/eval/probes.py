@@ -12,6 +12,7 @@ from pydantic import Field
 from ..config import Section, write_atomic
 from ..errors import UserError
 from ..infer import Engine, GenParams
+from ..jsonl import read_jsonl
 
 
 class EvalProbesConfig(Section):
@@ -26,16 +27,10 @@ class EvalProbesConfig(Section):
 
 def read_probes(path: str | Path) -> list[dict]:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"probe file not found: {p}")
     rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+    for n, r in read_jsonl(p, "probe file"):
+        if not isinstance(r, dict):
+            raise UserError(f"{p}:{n}: a probe needs 'prompt' and 'expect' (or 'expect_any')")
         expect = r.get("expect_any") or ([r["expect"]] if isinstance(r.get("expect"), str) else None)
         if not isinstance(r.get("prompt"), str) or not expect:
             raise UserError(f"{p}:{n}: a probe needs 'prompt' and 'expect' (or 'expect_any')")

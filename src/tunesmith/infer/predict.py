@@ -14,6 +14,7 @@ from pydantic import Field
 
 from ..config import Section
 from ..errors import UserError
+from ..jsonl import read_jsonl
 from ..models import DEFAULT_MODEL
 from .engine import Engine, GenParams
 
@@ -34,35 +35,25 @@ class PredictConfig(Section):
 
 def read_requests(path: str | Path, system: str | None = None) -> list[tuple[str, dict, list[dict]]]:
     """``(id, row, messages)`` for each line. Raises UserError naming file:line for a bad row."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
     out, seen = [], set()
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: expected an object with 'messages' or 'prompt'")
-            if isinstance(row.get("messages"), list) and row["messages"]:
-                msgs = row["messages"]
-                if not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in msgs):
-                    raise UserError(f"{path}:{n}: messages: each needs a role and a string content")
-            elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
-                msgs = [{"role": "user", "content": row["prompt"]}]
-            else:
-                raise UserError(f"{path}:{n}: needs 'messages' (a non-empty list) or 'prompt' (a string)")
-            if system and msgs[0]["role"] != "system":
-                msgs = [{"role": "system", "content": system}] + msgs
-            rid = str(row.get("id", n))
-            if rid in seen:
-                raise UserError(f"{path}:{n}: id: '{rid}' appears twice")
-            seen.add(rid)
-            out.append((rid, row, msgs))
+    for n, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: expected an object with 'messages' or 'prompt'")
+        if isinstance(row.get("messages"), list) and row["messages"]:
+            msgs = row["messages"]
+            if not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in msgs):
+                raise UserError(f"{path}:{n}: messages: each needs a role and a string content")
+        elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
+            msgs = [{"role": "user", "content": row["prompt"]}]
+        else:
+            raise UserError(f"{path}:{n}: needs 'messages' (a non-empty list) or 'prompt' (a string)")
+        if system and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": system}] + msgs
+        rid = str(row.get("id", n))
+        if rid in seen:
+            raise UserError(f"{path}:{n}: id: '{rid}' appears twice")
+        seen.add(rid)
+        out.append((rid, row, msgs))
     return out
 
 
