@@ -60,3 +60,14 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     again = build_config(Cfg, [str(tmp_path / "config.yaml")])
     assert again == cfg
+
+
+def test_union_field_error_names_the_field():
+    from typing import Literal
+
+    class R(Section):
+        resume: bool | Literal["auto"] = Field(False, description="resume")
+
+    with pytest.raises(ConfigError) as e:
+        build_config(R, [], {"resume": "atuo"})
+    assert str(e.value).startswith("config: resume: 'atuo' is not valid: ") and "'auto'" in str(e.value)

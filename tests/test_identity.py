@@ -89,3 +89,13 @@ def test_identity_job_end_to_end_is_reproducible(tiny_model, tmp_path, monkeypat
     assert rep["probes"]["identity"] == len(ident.identity_probes(["en"]))
     assert "| name hit rate" in (tmp_path / "a" / "eval" / "report.md").read_text()
     assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 1  # a finished run is not overwritten
+
+
+@pytest.mark.parametrize("arg,message", [("resume=atuo", "config: resume: 'atuo' is not valid"),
+                                          ("languages=fr", "languages.0: Input should be 'en' or 'zh'")])
+def test_identity_job_bad_values_fail_before_any_work(tmp_path, capsys, arg, message):
+    from tunesmith.cli import main
+
+    assert main(["identity", "name=Mira", "author=Lab", arg, f"output_dir={tmp_path / 'run'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -165,9 +165,17 @@ def validate(schema: type[BaseModel], data: dict, where: str = ""):
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        raise ConfigError(f"config{where}: {loc}: {err['msg']}") from None
+        errs = e.errors()
+        err = errs[0]
+        # A union field (``bool | "auto"``) reports one error per member, each with the member's
+        # type as the last part of its location: name the field and every accepted form instead.
+        union = [x for x in errs if x["loc"][:-1] == err["loc"][:-1] and x["input"] is err["input"]]
+        if len(union) > 1 and len(err["loc"]) > 1:
+            loc = ".".join(str(x) for x in err["loc"][:-1])
+            msg = f"{err['input']!r} is not valid: " + "; or ".join(x["msg"] for x in union)
+        else:
+            loc, msg = ".".join(str(x) for x in err["loc"]) or "config", err["msg"]
+        raise ConfigError(f"config{where}: {loc}: {msg}") from None
 
 
 def _nest(dotted: str) -> dict:

@@ -13,11 +13,10 @@ from pathlib import Path
 from pydantic import Field
 
 from ..config import Section, write_atomic
-from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..manifest import model_hash
 from ..models import resolve_model, tunesmith_home
-from ..synth.identity import LANGS, IdentityNames, general_probes, identity_probes
+from ..synth.identity import LANGS, IdentityNames, Lang, general_probes, identity_probes
 from . import metrics
 
 
@@ -28,7 +27,7 @@ class EvalIdentityConfig(Section):
     names: IdentityNames = Field(default_factory=IdentityNames, description="the identity to look for")
     name: str | None = Field(None, description="shortcut for names.name")
     author: str | None = Field(None, description="shortcut for names.author")
-    languages: list[str] = Field(default_factory=lambda: list(LANGS), description="probe languages: en, zh")
+    languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="probe languages: en, zh")
     out: str | None = Field(None, description="folder for report.md and report.json (default: print only)")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
     max_new_tokens: int = Field(64, gt=0, description="answer length; the name comes early in an answer")
@@ -36,10 +35,7 @@ class EvalIdentityConfig(Section):
     device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
 
     def identity(self) -> IdentityNames:
-        n = self.names.model_copy(update={k: v for k, v in (("name", self.name), ("author", self.author)) if v})
-        if not n.all_values("name") or not n.all_values("author"):
-            raise UserError("eval identity needs the identity to look for: pass --name and --author")
-        return n
+        return self.names.with_shortcuts(self.name, self.author, "eval identity")
 
 
 def _answers(engine: Engine, prompts: list[str], cfg: EvalIdentityConfig) -> list[str]:
@@ -122,9 +118,6 @@ def print_table(rep: dict) -> None:
 
 def run_eval(cfg: EvalIdentityConfig) -> dict:
     names = cfg.identity()
-    bad = [lang for lang in cfg.languages if lang not in LANGS]
-    if bad:
-        raise UserError(f"languages: unknown '{bad[0]}' (choose from {', '.join(LANGS)})")
     base = cfg.base or (cfg.model if cfg.adapter else None)
     tuned_ans = answer_probes(cfg.model, cfg.adapter, cfg, cache=True)
     base_ans = answer_probes(base, [], cfg, cache=True) if base else tuned_ans

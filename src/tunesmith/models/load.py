@@ -50,7 +50,6 @@ def load_model(spec: str, adapters: list[str] | str | None = None, dtype: str | 
     """Load ``spec`` (alias / folder / .gguf / hub id) and apply ``adapters`` in order.
 
     Returns ``(model, tokenizer, model_dir)``. Raises UserError for a missing model or adapter."""
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

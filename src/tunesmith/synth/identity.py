@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,7 @@ from ..errors import UserError
 
 PLACEHOLDER = re.compile(r"\{\{\s*(NAME|AUTHOR|name|author)\s*\}\}")
 LANGS = ("en", "zh")
+Lang = Literal["en", "zh"]
 
 
 class IdentityNames(Section):
@@ -31,6 +32,13 @@ class IdentityNames(Section):
         """``key`` is name or author; a per-language value wins over the plain one."""
         per_lang = getattr(self, f"{key}_{lang}", None) if lang in LANGS else None
         return per_lang or getattr(self, key)
+
+    def with_shortcuts(self, name: str | None, author: str | None, verb: str) -> "IdentityNames":
+        """These names with ``--name`` / ``--author`` filled in; raises UserError when either is missing."""
+        n = self.model_copy(update={k: v for k, v in (("name", name), ("author", author)) if v})
+        if not n.all_values("name") or not n.all_values("author"):
+            raise UserError(f"{verb} needs a name and an author: pass --name \"…\" --author \"…\"")
+        return n
 
     def all_values(self, key: str) -> list[str]:
         vals = [getattr(self, key), getattr(self, f"{key}_zh"), getattr(self, f"{key}_en")]

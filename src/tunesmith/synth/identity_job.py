@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,7 +21,7 @@ from ..errors import UserError
 from ..manifest import read_manifest, write_manifest
 from ..models import DEFAULT_MODEL
 from ..train.config import LoopSettings, LoraSettings, TrainConfig
-from .identity import LANGS, IdentityNames, identity_messages
+from .identity import LANGS, IdentityNames, Lang, identity_messages
 
 
 class ReplaySettings(Section):
@@ -38,7 +39,7 @@ class IdentityJobConfig(Section):
                                  description="per-language values: names.name_zh, names.author_en …")
     model: str = Field(DEFAULT_MODEL, description="base model: alias, HF folder, .gguf or hub id")
     output_dir: str | None = Field(None, description="run folder (default: runs/identity-<time>)")
-    languages: list[str] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
+    languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
     identity_samples: int | None = Field(None, gt=0, description="identity rows in the mix, upsampled by whole "
                                                                  "repetitions (default: each shipped row once)")
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="forgetting guard: self-distilled replay")
@@ -50,16 +51,13 @@ class IdentityJobConfig(Section):
     cutoff_len: int = Field(512, gt=0, description="tokens per training row")
     eval: bool = Field(True, description="run the before/after identity evaluation")
     eval_max_new_tokens: int = Field(64, gt=0, description="answer length in the evaluation")
-    resume: bool | str = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
+    resume: bool | Literal["auto"] = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
     device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
     progress: bool = Field(True, description="show progress bars")
 
     def identity(self) -> IdentityNames:
-        n = self.names.model_copy(update={k: v for k, v in (("name", self.name), ("author", self.author)) if v})
-        if not n.all_values("name") or not n.all_values("author"):
-            raise UserError("identity needs a name and an author: pass --name \"…\" --author \"…\"")
-        return n
+        return self.names.with_shortcuts(self.name, self.author, "identity")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -90,9 +88,6 @@ def identity(cfg: IdentityJobConfig) -> int:
 
     t0 = time.time()
     names = cfg.identity()
-    bad = [lang for lang in cfg.languages if lang not in LANGS]
-    if bad:
-        raise UserError(f"languages: unknown '{bad[0]}' (choose from {', '.join(LANGS)})")
     thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model)))
     rows = identity_messages(names, cfg.languages, thinking)  # fails on a missing value before any work
     run = Path(cfg.output_dir or f"runs/identity-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -106,7 +101,7 @@ def identity(cfg: IdentityJobConfig) -> int:
     if cfg.replay.enabled:
         from .replay import replay_rows
 
-        print(f"replay: the base model answers general prompts (cached per base model) …")
+        print("replay: the base model answers general prompts (cached per base model) …")
         rrows, replay_info = replay_rows(cfg.model, cfg.languages, cfg.replay.prompts, cfg.replay.max_new_tokens,
                                          cfg.replay.batch_size, cfg.train.seed, cfg.dtype, cfg.device)
         if rrows:

@@ -38,6 +38,6 @@ def launch(cfg: TrainConfig) -> int:
         env = {**os.environ, **SAFE_ENV}
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}",
-               f"--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
                "-m", "tunesmith.cli", "train", str(recipe)]
         return subprocess.call(cmd, env=env)
