@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU torch unless a GPU is present (an unpinned torch pulls several GB of CUDA packages).
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test install dev clean-cache
+.PHONY: demo test install dev clean-cache chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,8 +30,14 @@ dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/tunesmith identity recipes/identity.yaml
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# The chat page's browser test needs headless Chromium (Debian's package); install it where it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium; } || \
+	  echo "chromium is missing and could not be installed: run 'apt-get install -y chromium'"; }
 
 clean-cache:
 	rm -rf $${TUNESMITH_HOME:-$$HOME/.cache/tunesmith}

@@ -48,7 +48,7 @@ def test_hub_id_offline_is_one_line(monkeypatch):
 
 
 def test_unbuilt_group_says_so():
-    r = run_cli("serve")
+    r = run_cli("synth")  # (serve is built now: `tunesmith serve` would start a server)
     assert r.returncode == 2 and "not built yet" in r.stderr
 
 
@@ -66,3 +66,41 @@ def test_train_lora_typo_suggests_lora_r():
     r = run_cli("train", "lora.rr=8")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: unknown config key 'lora.rr'; did you mean 'lora.r'?"]
+
+
+def test_every_default_is_said_once_in_help():
+    from tunesmith.cli import _verb_parser
+
+    for v in VERBS:
+        for action in _verb_parser(v)._actions:
+            h = (action.help or "").lower()
+            assert "(default: " not in h or h.count("default") + h.count("unset") == 1, (v.name, action.help)
+
+
+def test_habits_any_order_dashes_and_a_run_folder_as_model(tiny_model, tmp_path):
+    """Options before and after YAML files and overrides, dashed names; then the LoRA run folder
+    itself is the model of chat and predict (its base comes from the run's manifest)."""
+    import json
+
+    import yaml
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                            for i in range(4)))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "data": {"datasets": [{"path": str(data)}]},
+                                      "output_dir": str(tmp_path / "run")}))
+    r = run_cli("train", "--train.max-steps", "2", str(recipe), "data.cutoff_len=96", "--train.batch-size", "2",
+                "--progress", "false", "lora.r=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (cfg["train"]["max_steps"], cfg["train"]["batch_size"], cfg["data"]["cutoff_len"], cfg["lora"]["r"]) == \
+        (2, 2, 96, 2)
+    r = run_cli("chat", str(tmp_path / "run"), "--prompt", "hi", "--gen.max-new-tokens", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (tmp_path / "in.jsonl").write_text('{"prompt": "hi"}\n')
+    r = run_cli("predict", "--model", str(tmp_path / "run"), "--input", str(tmp_path / "in.jsonl"),
+                "--output", str(tmp_path / "out.jsonl"), "--gen.max_new_tokens", "3", "--progress", "false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "1"

@@ -73,8 +73,31 @@ def test_read_requests_errors(tmp_path):
 def test_torn_tail_is_cut(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text('{"id": "1", "response": "a"}\n{"id": "2", "response": "b"}\n{"id": "3", "resp')
-    assert done_ids(out) == {"1", "2"}
+    assert done_ids(out, {"1", "2", "3"}) == {"1", "2"}
     assert out.read_text().endswith('"b"}\n')
+
+
+@pytest.mark.parametrize("text", [
+    "notes I wrote by hand\n",                                    # not JSONL
+    '{"a": 1}\n',                                                  # JSON, no ids
+    '{"id": "9", "response": "x"}\n',                              # ids of another input
+    '{"id": "1", "response": "a"}\nmy notes\n{"id": "2", "response": "b"}\n',  # foreign line in the middle
+    '{"id": "1"}\n',                                               # an id but no response
+    "half a line",                                                # one unterminated line, nothing of ours
+])
+def test_foreign_output_is_refused_untouched(tmp_path, text):
+    out = tmp_path / "out.jsonl"
+    out.write_text(text)
+    with pytest.raises(UserError, match="was not written by predict for this input"):
+        done_ids(out, {"1", "2", "3"})
+    assert out.read_text() == text
+
+
+def test_unparseable_last_line_after_ours_is_cut(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "1", "response": "a"}\n{"id": "2", "resp\n')
+    assert done_ids(out, {"1", "2"}) == {"1"}
+    assert out.read_text() == '{"id": "1", "response": "a"}\n'
 
 
 def test_predict_killed_and_rerun_ends_with_each_id_once(tiny_model, tmp_path):

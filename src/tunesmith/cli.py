@@ -10,7 +10,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,14 @@ VERBS = [
          "stages that stack: train → merge → train on the merge → merge, one folder each"),
     Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
          "merge adapters into the base and verify the logits", ),
+    Verb("convert-recipe", "tunesmith.lf_compat:convert_recipe", "tunesmith.lf_compat:ConvertRecipeConfig",
+         "translate a LLaMA-Factory YAML (train, merge or inference) into a tunesmith recipe", positional="path",
+         yaml_is_data=True),
+    Verb("serve", "tunesmith.serve:serve", "tunesmith.serve:ServeConfig",
+         "OpenAI-compatible server with batching and a chat page at /", positional="model"),
 ]
 GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
-          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)",
-          "serve": "OpenAI-compatible server"}
+          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)"}
 
 
 def _load(ref: str):
@@ -58,24 +62,83 @@ def _load(ref: str):
     return getattr(importlib.import_module(mod), attr)
 
 
+def _default_text(info, desc: str) -> str:
+    """``(default: X)`` once: left out when the description already says what unset means."""
+    if info.is_required():
+        return "required"
+    if "default" in desc.lower() or "unset" in desc.lower():
+        return ""
+    value = info.default if info.default_factory is None else info.default_factory()
+    return f"default: {value!r}"
+
+
 def _add_schema_options(parser: argparse.ArgumentParser, schema) -> None:
     from .config import leaf_fields
 
     for dotted, info in leaf_fields(schema).items():
         desc = (info.description or "").rstrip(".")
-        if info.is_required():
-            default = "required"
-        else:
-            default = f"default: {info.default if info.default_factory is None else info.default_factory()!r}"
+        default = _default_text(info, desc)
         kind = str(info.annotation)
         if "list" in kind:  # --adapter A --adapter B (or --adapter A,B)
+            tail = f"{default}; repeat or comma-separate" if default else "repeat or comma-separate"
             parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
-                                action="append", help=f"{desc} ({default}; repeat or comma-separate)")
+                                action="append", help=f"{desc} ({tail})")
             continue
         # A bare boolean flag (``--resume``) means true; ``--resume auto`` / ``--resume false`` also work.
         flag = "bool" in kind
         parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
-                            nargs="?" if flag else None, const="true" if flag else None, help=f"{desc} ({default})")
+                            nargs="?" if flag else None, const="true" if flag else None,
+                            help=f"{desc} ({default})" if default else desc)
+
+
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "auto", "null", "none"}
+
+
+def _normalize_argv(rest: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """CLI habits: ``--batch-size`` = ``--batch_size`` (dashes in option names become underscores),
+    and a bare boolean flag never swallows the word after it (``--resume recipe.yaml``)."""
+    flags = {a.option_strings[0] for a in parser._actions if a.nargs == "?" and a.option_strings}
+    takes_value = {a.option_strings[0] for a in parser._actions
+                   if a.option_strings and a.nargs is None and not isinstance(a, argparse._HelpAction)}
+    out, i = [], 0
+    while i < len(rest):
+        tok = rest[i]
+        i += 1
+        if tok == "--":
+            out += rest[i - 1:]
+            break
+        if not tok.startswith("--"):
+            out.append(tok)
+            continue
+        name, eq, val = tok[2:].partition("=")
+        opt = "--" + name.replace("-", "_")
+        if eq:
+            out.append(f"{opt}={val}")
+        elif opt in flags and (i >= len(rest) or rest[i].lower() not in _BOOL_WORDS):
+            out.append(f"{opt}=true")
+        else:
+            out.append(opt)
+            if opt in takes_value and i < len(rest):  # the value is passed on as written
+                out.append(rest[i])
+                i += 1
+    return out
+
+
+class _VerbParser(argparse.ArgumentParser):
+    """argparse's usage errors as one line (a UserError), with the nearest option for a typo."""
+
+    schema = None
+
+    def error(self, message: str):
+        if self.schema is not None and "unrecognized arguments:" in message:
+            from .config import nearest_key
+
+            bad = message.split("unrecognized arguments:", 1)[1].split()[0]
+            key = bad.lstrip("-").partition("=")[0]
+            hint = nearest_key(key, self.schema) if bad.startswith("--") else None
+            tip = f"; did you mean '--{hint}'?" if hint else ""
+            raise ConfigError(f"{self.prog}: unknown option '{bad}'{tip} (see --help)")
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -110,7 +173,8 @@ def _group_parser(group: str) -> argparse.ArgumentParser:
 
 
 def _verb_parser(v: Verb) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"tunesmith {v.name}", description=v.help)
+    p = _VerbParser(prog=f"tunesmith {v.name}", description=v.help, allow_abbrev=False)
+    p.schema = _load(v.schema)
     pos_help = "YAML config files, key=value overrides" + (f", or the {v.positional}" if v.positional else "")
     p.add_argument("args", nargs="*", help=pos_help)
     _add_schema_options(p, _load(v.schema))
@@ -127,7 +191,7 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
             yamls.append(a)
         elif "=" in a and not a.startswith(("/", ".")):
             k, _, val = a.partition("=")
-            overrides[k.strip()] = val
+            overrides[k.strip().replace("-", "_")] = val  # train.batch-size=8 as train.batch_size=8
         else:
             words.append(a)
     for key, val in vars(ns).items():
@@ -142,10 +206,23 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
         if not is_list and len(words) > 1:
             raise UserError(f"tunesmith {verb.name}: one {verb.positional} expected, got {' '.join(words)}")
         values[verb.positional] = words if is_list else words[0]
+    lf = None
+    if verb.name in ("train", "export merge", "chat"):  # a LLaMA-Factory YAML is translated, then run
+        from .lf_compat import translate_file
+
+        for y in list(yamls):
+            lf = translate_file(y, verb.name) or lf
+            if lf is not None and lf.source == y:
+                yamls.remove(y)
+                values = {**lf.values, **values}
     cfg = build_config(schema, yamls, overrides, values)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output
+    if lf is not None:
+        from .lf_compat import run_translated
+
+        return run_translated(lf, cfg, _load(verb.target))
     return int(_load(verb.target)(cfg) or 0)
 
 
@@ -169,7 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().print_help()
         return 2
     try:
-        ns = _verb_parser(verb).parse_args(rest)
+        if verb.name == "identity":  # ms-swift's --model_name zh en / --model_author zh en / --self_cognition_sample
+            from .lf_compat import swift_argv
+
+            rest = swift_argv(rest)
+        parser = _verb_parser(verb)
+        # Intermixed: key=value words, YAML files and --options in any order.
+        ns = parser.parse_intermixed_args(_normalize_argv(rest, parser))
         return run_verb(verb, ns)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

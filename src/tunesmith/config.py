@@ -6,23 +6,36 @@ Sources, last wins: schema defaults → YAML files → CLI overrides (``lora.r=3
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
+from .fsutil import write_atomic  # noqa: F401  (re-exported: long-standing import path)
 
 
 class Section(BaseModel):
     """Base for every config block: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _check_device(v: str | None) -> str | None:
+    if v is None:
+        return v
+    v = v.strip()
+    kind, _, index = v.partition(":")
+    if v in ("cpu", "cuda", "mps", "auto") or (kind == "cuda" and index.isdigit()):
+        return v
+    raise ValueError(f"'{v}' is not a device: choose cpu, cuda, cuda:N (e.g. cuda:1), mps or auto")
+
+
+# Every config's ``device`` field: checked when the config is read, before anything loads.
+Device = Annotated[str | None, AfterValidator(_check_device)]
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -182,20 +195,6 @@ def _nest(dotted: str) -> dict:
     d: dict = {}
     _set_dotted(d, dotted, None)
     return d
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write a file so a reader never sees half of it: temp name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: BaseModel, path: str | Path) -> None:

@@ -68,7 +68,10 @@ def pipeline(cfg: PipelineConfig) -> int:
     from .train.config import TrainConfig
     from .train.sft import train
 
+    from .fsutil import check_writable_dir
+
     root = Path(cfg.output_dir or f"runs/pipeline-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_writable_dir(root, "output_dir")
     # Validate every stage before running any, so a typo in stage 3 costs no training time.
     plan = []
     for i, st in enumerate(cfg.stages):

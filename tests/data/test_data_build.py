@@ -75,7 +75,8 @@ def test_build_report_and_drop_counts(tmp_path, smol_tok):
     assert all(len(r["input_ids"]) <= 50 for r in data.train + data.val)
     r0, r1, r2 = data.report
     assert r0 == {"name": "short", "path": r0["path"], "sha256": hashlib.sha256(short.read_bytes()).hexdigest(),
-                  "rows": 20, "bad_rows": 0, "rows_used": r0["rows_used"], "dropped_too_long": 0}
+                  "rows": 20, "bad_rows": 0, "rows_used": r0["rows_used"], "dropped_too_long": 0, "duplicates": 0,
+                  "duplicates_dropped": 0}
     assert (r1["rows"], r1["dropped_too_long"]) == (5, 0)  # cut at 50 tokens, still trainable
     assert (r2["rows"], r2["dropped_too_long"], r2["rows_used"]) == (3, 3, 0)  # the question fills the cutoff
     assert r0["rows_used"] + r1["rows_used"] == 25
@@ -109,8 +110,9 @@ def test_bad_rows_stop_with_first_problem_unless_dropped(tmp_path, smol_tok):
 
 
 @pytest.mark.parametrize("ds,words", [
-    (DatasetConfig(path="missing.jsonl"), "dataset 'missing': missing.jsonl not found"),
-    (DatasetConfig(dataset_info="nowhere", name="x"), "dataset 'x': nowhere: no dataset_info.json"),
+    (DatasetConfig(path="missing.jsonl"), r"^data.datasets\[0\].path: missing.jsonl not found \(resolved from the "
+                                          r"current folder .*\)$"),
+    (DatasetConfig(dataset_info="nowhere", name="x"), r"^data.datasets\[0\].dataset_info: nowhere not found"),
 ])
 def test_missing_dataset_is_named(tmp_path, monkeypatch, smol_tok, ds, words):
     monkeypatch.chdir(tmp_path)

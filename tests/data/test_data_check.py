@@ -78,7 +78,6 @@ CASES = [
         {"type": "function", "function": {"name": "f", "arguments": "{oops"}}]}, {"role": "tool", "content": "r"}, A)),
      2, "messages[1].tool_calls[0].arguments", "not valid JSON"),
     ("open_think.jsonl", jl(GOOD, {**GOOD2, "output": "<think>hmm, 4"}), 2, "output", "never closed"),
-    ("duplicate.jsonl", jl(GOOD, GOOD2, GOOD), 3, "row", "duplicate of row 1"),
     ("not_object.jsonl", jl(GOOD, "[1, 2]"), 2, "row", "expected an object"),
     ("no_completion.jsonl", jl({"prompt": "a", "completion": "b"}, {"prompt": "c"}), 2, "completion", "missing"),
     ("same_answers.jsonl", jl(PREF, {**PREF, "instruction": "x", "rejected": "Hi!"}), 2, "rejected",

@@ -105,18 +105,22 @@ def test_mapped_column_no_row_has_names_column_and_dataset(lf_dir, monkeypatch, 
         build_sft_data(DataConfig(datasets=[DatasetConfig(dataset_info=str(lf_dir), name="broken")]), smol_tok)
 
 
-@pytest.mark.parametrize("entry,words", [
-    ({"hf_hub_url": "someone/data"}, "hf_hub_url"),
-    ({"file_name": "identity.json", "columns": {"images": "images"}}, "images are not supported"),
-    ({"file_name": "identity.json", "formatting": "webdataset"}, "formatting 'webdataset'"),
-    ({"file_name": "nope.json"}, "not found"),
+@pytest.mark.parametrize("entry,words,verdict", [
+    ({"hf_hub_url": "someone/data"}, "hub-only dataset (hf_hub_url: someone/data)", "unsupported"),
+    ({"file_name": "identity.json", "columns": {"images": "images"}}, "multimodal data (images) is not supported",
+     "unsupported"),
+    ({"file_name": "identity.json", "formatting": "webdataset"}, "formatting 'webdataset'", "failed"),
+    ({"file_name": "nope.json"}, "not found", "failed"),
 ])
-def test_registry_errors_are_one_line(lf_dir, monkeypatch, capsys, entry, words):
+def test_registry_errors_are_one_line(lf_dir, monkeypatch, capsys, smol_tok, entry, words, verdict):
     (lf_dir / "dataset_info.json").write_text(json.dumps({"x": entry}))
     monkeypatch.chdir(lf_dir.parent)
     assert main(["data", "check", "data:x"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and words in err and "dataset 'x'" in err and len(err.splitlines()) == 1
+    out = capsys.readouterr().out
+    assert any(ln.startswith(f"x: {verdict}: dataset 'x'") and words in ln for ln in out.splitlines()), out
+    with pytest.raises(UserError) as e:  # training stops with the same one line
+        build_sft_data(DataConfig(datasets=[DatasetConfig(dataset_info="data", name="x")]), smol_tok)
+    assert words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_unknown_name_suggests_nearest(lf_dir):
@@ -134,7 +138,12 @@ def test_inline_yaml_datasets_and_recipe_spec(lf_dir, tmp_path, monkeypatch, cap
         "  datasets:\n"
         "    - {path: qa.csv, format: alpaca, columns: {prompt: question, response: answer}, samples: 3}\n"
         "    - {dataset_info: data, name: identity}\n")
-    monkeypatch.chdir(tmp_path / "data")  # relative paths resolve against the recipe, not here
-    assert main(["data", "check", "--specs", str(recipe)]) == 0
+    monkeypatch.chdir(tmp_path)  # relative paths resolve from the current folder, as train resolves them
+    assert main(["data", "check", "--specs", "recipe.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "qa (" in out and "2 rows, 2 ok" in out and "identity (" in out
+    assert "qa (qa.csv): 2 rows, 2 ok" in out and "identity (data/identity.json)" in out
+    monkeypatch.chdir(tmp_path / "data")  # not from the recipe's folder: the path is named with its folder and key
+    assert main(["data", "check", "--specs", str(recipe)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("qa: failed: "))
+    assert line.endswith(f"recipe.yaml: data.datasets[0].path: qa.csv not found (resolved from the current folder "
+                         f"{tmp_path / 'data'})")

@@ -1,17 +1,21 @@
-"""The training data of a recipe: load → check → render → mix, with a report per dataset."""
+"""The training data of a recipe: load → check → render → mix, with a report per dataset.
+
+Plain text (``format: text``, for continued pretraining) takes its own path: no chat
+template, documents joined with the tokenizer's EOS and packed into ``cutoff_len`` blocks,
+loss on every token (as LLaMA-Factory's pt stage does)."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..models.template import ensure_chat_template
 from .config import DataConfig
-from .load import load_dataset
+from .load import LoadedDataset, load_dataset
 from .mix import mix
 from .render import render_many
-from .types import PreferencePair, Problem
+from .types import PreferencePair, Problem, TextDoc
 
 
 @dataclass
@@ -27,16 +31,32 @@ def _bad_rows_error(problems: list[Problem]) -> UserError:
                      "or set data.drop_bad_rows: true)")
 
 
-def build_sft_data(cfg: DataConfig, tokenizer, base_dir: Path | None = None) -> SFTData:
+def _say_warnings(d: LoadedDataset) -> None:
+    """One line per kind of warning: training goes on with these rows."""
+    if d.deduped:
+        print(f"data: dataset '{d.name}': dropped {d.deduped} exact duplicate row{'s' * (d.deduped != 1)} "
+              "(data.dedupe)")
+    elif d.duplicates:
+        print(f"warning: dataset '{d.name}': {d.duplicates} exact duplicate row{'s' * (d.duplicates != 1)}, "
+              "trained on as they are (set data.dedupe: true to drop them)")
+    held = [w for w in d.warnings if w.kind == "placeholder"]
+    if held:
+        rows = ", ".join(f"{w.file}:{w.row}" for w in held[:3]) + (" …" if len(held) > 3 else "")
+        print(f"warning: dataset '{d.name}': {len(held)} row{'s' * (len(held) != 1)} keep {{{{name}}}}/{{{{author}}}} "
+              f"unfilled ({rows}); fill them with `tunesmith identity --identity_data DIR:{d.name} --name ... "
+              "--author ...`")
+
+
+def build_sft_data(cfg: DataConfig, tokenizer) -> SFTData:
     """Rendered, mixed and split training rows.
 
     Raises UserError for: no datasets; a dataset that can't be found; bad rows (unless
-    ``drop_bad_rows``); preference data; a template the tokenizer lacks (set ``template``);
-    and no row left after rendering."""
+    ``drop_bad_rows``); preference data; text mixed with chat data; a template the
+    tokenizer lacks (set ``template``); and no row left after rendering."""
     if not cfg.datasets:
         raise UserError("data.datasets is empty: list at least one dataset")
-    ensure_chat_template(tokenizer, cfg.template, "the model's tokenizer")
-    loaded = [load_dataset(ds, base_dir) for ds in cfg.datasets]
+    loaded = [load_dataset(ds, cfg.dataset_dir, cfg.dedupe, key=f"data.datasets[{i}]")
+              for i, ds in enumerate(cfg.datasets)]
     problems = [p for d in loaded for p in d.problems]
     if problems and not cfg.drop_bad_rows:
         raise _bad_rows_error(problems)
@@ -44,6 +64,15 @@ def build_sft_data(cfg: DataConfig, tokenizer, base_dir: Path | None = None) -> 
         if any(isinstance(r, PreferencePair) for r in d.rows):
             raise UserError(f"dataset '{d.name}' holds preference pairs (chosen/rejected): it is DPO data, "
                             "not supervised fine-tuning data")
+        _say_warnings(d)
+    text = [d.name for d in loaded if d.rows and isinstance(d.rows[0], TextDoc)]
+    if text and len(text) < len([d for d in loaded if d.rows]):
+        chat = next(d.name for d in loaded if d.rows and not isinstance(d.rows[0], TextDoc))
+        raise ConfigError(f"data.datasets: '{text[0]}' is plain text (pretraining) and '{chat}' is chat data: "
+                          "train them in separate stages")
+    if text:
+        return _build_text(cfg, tokenizer, loaded)
+    ensure_chat_template(tokenizer, cfg.template, "the model's tokenizer")
 
     rendered, dropped, template_bad = [], [], []
     for d in loaded:
@@ -65,7 +94,36 @@ def build_sft_data(cfg: DataConfig, tokenizer, base_dir: Path | None = None) -> 
     train = [rendered[s][i] for s, i in train_idx]
     val = [rendered[s][i] for s, i in val_idx]
     used = Counter(s for s, _ in train_idx + val_idx)
-    report = [{"name": d.name, "path": str(Path(d.config.path).resolve()), "sha256": d.sha256, "rows": d.total,
-               "bad_rows": d.bad_rows + template_bad[k], "rows_used": used[k], "dropped_too_long": dropped[k]}
-              for k, d in enumerate(loaded)]
+    report = [_report(d, used[k], template_bad[k]) | {"dropped_too_long": dropped[k]} for k, d in enumerate(loaded)]
     return SFTData(train, val, report)
+
+
+def _report(d: LoadedDataset, used: int, more_bad: int = 0) -> dict:
+    return {"name": d.name, "path": str(Path(d.config.path).resolve()), "sha256": d.sha256, "rows": d.total,
+            "bad_rows": d.bad_rows + more_bad, "rows_used": used, "duplicates": d.duplicates,
+            "duplicates_dropped": d.deduped}
+
+
+def _build_text(cfg: DataConfig, tok, loaded: list[LoadedDataset]) -> SFTData:
+    """Documents → EOS-joined token stream → ``cutoff_len`` blocks; labels = input_ids.
+
+    The split and the mix pick documents (so no document is in both splits); each split is
+    then packed on its own. Unlike LLaMA-Factory the last, shorter block is kept, so a
+    small corpus still trains."""
+    if tok.eos_token_id is None:
+        raise UserError("the model's tokenizer has no EOS token to end each document of the text data")
+    bos = [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
+    docs = [[r.text for r in d.rows] for d in loaded]
+    train_idx, val_idx = mix([len(x) for x in docs], [d.config.samples for d in loaded],
+                             [d.config.ratio for d in loaded], cfg.val_size, cfg.seed)
+
+    def pack(idx: list[tuple[int, int]]) -> list[dict]:
+        if not idx:
+            return []
+        ids = tok([docs[s][i] for s, i in idx], add_special_tokens=False)["input_ids"]
+        stream = [t for doc in ids for t in bos + doc + [tok.eos_token_id]]
+        blocks = [stream[k:k + cfg.cutoff_len] for k in range(0, len(stream), cfg.cutoff_len)]
+        return [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]  # one token predicts nothing
+
+    used = Counter(s for s, _ in train_idx + val_idx)
+    return SFTData(pack(train_idx), pack(val_idx), [_report(d, used[k]) for k, d in enumerate(loaded)])

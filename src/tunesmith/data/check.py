@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 
+from ..errors import UserError
 from .config import DataConfig
-from .types import Conversation, PreferencePair, Problem, Turn
+from .types import Conversation, PreferencePair, Problem, TextDoc, Turn, Unsupported
+
+# Identity placeholders: ms-swift's {{NAME}}/{{AUTHOR}} and LLaMA-Factory's {{name}}/{{author}}.
+PLACEHOLDER = re.compile(r"\{\{\s*(NAME|AUTHOR|name|author)\s*\}\}")
+FILL_HINT = ("fill them with `tunesmith identity --identity_data DIR:NAME --name ... --author ...` "
+             "(or replace them in the file)")
 
 # Which role may follow which; "start" is before the first turn.
 _NEXT = {"start": {"user"}, "user": {"assistant"}, "assistant": {"user"}, "tool": {"tool", "assistant"}}
@@ -40,7 +47,9 @@ def turn_problems(turns: list[Turn], fields: list[str], answer_last: bool = True
     return out
 
 
-def row_problems(obj: Conversation | PreferencePair, fields: list[str]) -> list[tuple[str, str, str]]:
+def row_problems(obj: Conversation | PreferencePair | TextDoc, fields: list[str]) -> list[tuple[str, str, str]]:
+    if isinstance(obj, TextDoc):
+        return [] if obj.text.strip() else [(fields[0], "empty document", "empty")]
     if isinstance(obj, Conversation):
         return turn_problems(obj.turns, fields)
     *prompt_fields, chosen_f, rejected_f = fields
@@ -53,9 +62,25 @@ def row_problems(obj: Conversation | PreferencePair, fields: list[str]) -> list[
     return out
 
 
-def fingerprint(obj: Conversation | PreferencePair) -> bytes:
+def placeholder_field(obj: Conversation | PreferencePair | TextDoc, fields: list[str]) -> str | None:
+    """The first field of a row that still holds an identity placeholder, or None."""
+    if isinstance(obj, TextDoc):
+        return fields[0] if PLACEHOLDER.search(obj.text) else None
+    conv = obj.prompt if isinstance(obj, PreferencePair) else obj
+    turns = conv.turns + ([obj.chosen, obj.rejected] if isinstance(obj, PreferencePair) else [])
+    if conv.system and PLACEHOLDER.search(conv.system):
+        return "system"
+    for k, t in enumerate(turns):
+        if PLACEHOLDER.search(t.content) or (t.reasoning and PLACEHOLDER.search(t.reasoning)):
+            return fields[k] if k < len(fields) else "row"
+    return None
+
+
+def fingerprint(obj: Conversation | PreferencePair | TextDoc) -> bytes:
     """Equal for rows with the same content, whatever their source."""
-    if isinstance(obj, PreferencePair):
+    if isinstance(obj, TextDoc):
+        key = ("text", obj.text)
+    elif isinstance(obj, PreferencePair):
         key = (fingerprint(obj.prompt), _turn_key(obj.chosen), _turn_key(obj.rejected))
     else:
         key = (obj.system, repr(obj.tools), tuple(_turn_key(t) for t in obj.turns))
@@ -68,7 +93,8 @@ def _turn_key(t: Turn):
 
 @dataclass
 class DatasetCheck:
-    """One dataset's rows after the check, with token lengths when a tokenizer was given."""
+    """One dataset's rows after the check, with token lengths when a tokenizer was given.
+    ``error`` is set (and nothing else) when the dataset could not be loaded at all."""
 
     name: str
     path: str
@@ -80,10 +106,26 @@ class DatasetCheck:
     would_drop: int = 0
     cutoff: int | None = None                 # the cutoff_len the counts above are against
     rows: list = field(default_factory=list)   # the good rows, when asked for
+    warnings: list[Problem] = field(default_factory=list)
+    format: str = "?"
+    error: str | None = None
+    unsupported: bool = False
 
     @property
     def bad(self) -> int:
         return self.total - self.ok
+
+    def verdict(self, strict: bool = False) -> str:
+        if self.error:
+            return "unsupported" if self.unsupported else "failed"
+        if self.problems:
+            return "bad rows"
+        if self.warnings:
+            return "failed (strict)" if strict else "ok, warnings"
+        return "ok"
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.verdict(strict) not in ("ok", "ok, warnings")
 
 
 def percentile(values: list[int], q: float) -> int:
@@ -97,8 +139,9 @@ def percentile(values: list[int], q: float) -> int:
 def check_specs(specs: list[str], fmt: str = "auto", tokenizer=None, cutoff_len: int | None = None,
                 num_workers: int = 1, keep_rows: bool = False) -> list[DatasetCheck]:
     """Load every dataset the specs name, check each row and, with a tokenizer, render the
-    good rows to measure token lengths. Raises UserError for a spec or dataset that can't be
-    found; bad rows are returned as problems."""
+    good rows to measure token lengths. Raises UserError for a spec that names nothing; a
+    dataset that can't be loaded (missing file, hub-only, KTO …) is a result with ``error``,
+    so every other dataset is still checked."""
     from .load import load_dataset
     from .render import render_many
     from .specs import expand_spec
@@ -111,22 +154,34 @@ def check_specs(specs: list[str], fmt: str = "auto", tokenizer=None, cutoff_len:
             from ..models.template import ensure_chat_template
 
             ensure_chat_template(tokenizer, expanded.data.template)
-        for ds in expanded.datasets:
-            loaded = load_dataset(ds, expanded.base_dir)
-            res = DatasetCheck(loaded.name, loaded.path, loaded.total, len(loaded.rows), list(loaded.problems))
+        for i, ds in enumerate(expanded.datasets):
+            try:
+                loaded = load_dataset(ds, expanded.dataset_dir, key=expanded.key(i))
+            except UserError as e:
+                path = ds.path or ds.dataset_info or expanded.dataset_dir or ""
+                results.append(DatasetCheck(ds.label(), path, 0, 0, [], error=str(e),
+                                            unsupported=isinstance(e, Unsupported)))
+                continue
+            res = DatasetCheck(loaded.name, loaded.path, loaded.total, len(loaded.rows), list(loaded.problems),
+                               warnings=list(loaded.warnings), format=loaded.format)
             if keep_rows:
                 res.rows = loaded.rows
             if tokenizer is not None and loaded.rows:
+                res.cutoff = cutoff
+                if isinstance(loaded.rows[0], TextDoc):  # packed into cutoff_len blocks: only lengths to report
+                    res.lengths = [len(ids) for ids in tokenizer([r.text for r in loaded.rows],
+                                                                 add_special_tokens=False)["input_ids"]]
+                    results.append(res)
+                    continue
                 convs = [sft_view(r) for r in loaded.rows]
                 rows, errors = render_many(convs, tokenizer, None, num_workers=num_workers)
-                for i, msg in sorted(errors.items()):
-                    file, _, row = convs[i].source.rpartition(":")
+                for j, msg in sorted(errors.items()):
+                    file, _, row = convs[j].source.rpartition(":")
                     res.problems.append(Problem(file, int(row) if row.isdigit() else None, "template", msg,
                                                 "template"))
                 res.ok -= len(errors)
                 rendered = [r for r in rows if r is not None]
                 res.lengths = [len(r["input_ids"]) for r in rendered]
-                res.cutoff = cutoff
                 res.over_cutoff = sum(n > cutoff for n in res.lengths)
                 res.would_drop = sum(_first_label(r["labels"]) >= cutoff for r in rendered)
             results.append(res)

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from ..config import Section, write_atomic
 from ..errors import UserError
+from ..fsutil import check_writable_dir, check_writable_file
 from ..models.resolve import DEFAULT_MODEL
 from .check import DatasetCheck, check_specs, percentile
 from .config import Format
@@ -18,7 +19,7 @@ from .convert import WRITERS
 from .formats import RowError
 from .load import load_dataset
 from .specs import expand_spec
-from .types import PreferencePair, Problem
+from .types import PreferencePair, Problem, TextDoc
 
 SPEC_HELP = ("data files or folders, folders with a dataset_info.json (or DIR:name), or recipe YAMLs "
              "(pass a recipe with --specs, as bare .yaml words are read as this command's own config)")
@@ -33,6 +34,7 @@ class CheckConfig(Section):
     format: Format = Field("auto", description="row format of bare files; auto detects it")
     max_lines: int = Field(20, ge=0, description="problem lines printed per kind of problem")
     num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
+    strict: bool = Field(False, description="count warnings (duplicates, unfilled placeholders) as errors: exit 1")
 
 
 class ConvertConfig(Section):
@@ -77,33 +79,52 @@ def print_problems(problems: list[Problem], max_lines: int) -> None:
 
 
 def _summary(res: DatasetCheck) -> str:
+    if res.error:
+        return f"{res.name}: {res.verdict()}: {res.error}"
     line = f"{res.name} ({res.path}): {res.total} row{'s' * (res.total != 1)}, {res.ok} ok, {res.bad} bad"
+    if res.warnings:
+        line += f", {len(res.warnings)} warning{'s' * (len(res.warnings) != 1)}"
     if res.lengths:
         line += (f"; tokens p50 {percentile(res.lengths, 50)}, p95 {percentile(res.lengths, 95)}, "
                  f"max {max(res.lengths)}")
-        if res.cutoff:
+        if res.cutoff and res.format != "text":
             line += f"; {res.over_cutoff} over cutoff_len {res.cutoff}"
             if res.would_drop:
                 line += f" ({res.would_drop} with nothing trainable left: they would be dropped)"
     return line
 
 
+def _table(results: list[DatasetCheck], strict: bool) -> None:
+    head = ("dataset", "format", "rows", "ok", "bad", "warnings", "verdict")
+    body = [(r.name, "-" if r.error else r.format, *(("-",) * 4 if r.error else
+                                                      (str(r.total), str(r.ok), str(r.bad), str(len(r.warnings)))),
+             r.verdict(strict)) for r in results]
+    widths = [max(len(row[k]) for row in [head, *body]) for k in range(len(head))]
+    for row in [head, *body]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 def check(cfg: CheckConfig) -> int:
-    """Exit 0 when every row is good, 1 when any problem was found."""
+    """Exit 0 when every dataset loads and every row is good (warnings allowed unless
+    ``strict``), 1 otherwise. Every dataset is reported, also after one fails to load."""
     if not cfg.specs:
         raise UserError("data check: name at least one SPEC, e.g. tunesmith data check data/train.jsonl")
     tok = _tokenizer(cfg.model, cfg.template) if cfg.model else None
     results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers)
     problems = [p for r in results for p in r.problems]
-    print_problems(problems, cfg.max_lines)
+    print_problems(problems + [w for r in results for w in r.warnings], cfg.max_lines)
     for res in results:
         print(_summary(res))
-    bad = sum(r.bad for r in results)
-    if problems:
-        n_bad = sum(1 for r in results if r.problems)
-        print(f"data check: {len(problems)} problems, {bad} bad rows in {n_bad} of {len(results)} datasets")
+    _table(results, cfg.strict)
+    n_warn = sum(len(r.warnings) for r in results)
+    warned = f", {n_warn} warning{'s' * (n_warn != 1)}" if n_warn else ""
+    failed = [r for r in results if r.failed(cfg.strict)]
+    if failed:
+        bad = sum(r.bad for r in results)
+        print(f"data check: {len(problems)} problems{warned}, {bad} bad rows; {len(failed)} of {len(results)} "
+              f"datasets failed{' (--strict: warnings count as errors)' if cfg.strict and n_warn else ''}")
         return 1
-    print(f"data check: all {sum(r.total for r in results)} rows in {len(results)} datasets are ok")
+    print(f"data check: all {sum(r.total for r in results)} rows in {len(results)} datasets are ok{warned}")
     return 0
 
 
@@ -111,12 +132,15 @@ def convert(cfg: ConvertConfig) -> int:
     if len(cfg.paths) != 2:
         raise UserError("data convert needs IN and OUT, e.g. tunesmith data convert data.json out.jsonl --to messages")
     src, out = cfg.paths
+    check_writable_file(out, "OUT")  # before any reading: an unwritable OUT costs nothing
     expanded = expand_spec(src, cfg.format)
     if len(expanded.datasets) != 1:
         raise UserError(f"{src} names {len(expanded.datasets)} datasets; name one, e.g. {src}:NAME")
-    loaded = load_dataset(expanded.datasets[0], expanded.base_dir)
+    loaded = load_dataset(expanded.datasets[0], expanded.dataset_dir, key=expanded.key(0))
     if Path(out).resolve() in [f.resolve() for f in loaded.files]:
         raise UserError(f"{out} is the input: write the converted rows to another file")
+    if any(isinstance(r, TextDoc) for r in loaded.rows):
+        raise UserError(f"{src} is plain text (format: text): it has no turns to write as {cfg.to}")
     problems = list(loaded.problems)
     rows = []
     for obj in loaded.rows:
@@ -164,9 +188,16 @@ def _histogram(results: list[DatasetCheck], cutoff: int | None, out: Path) -> No
 def stats(cfg: StatsConfig) -> int:
     if not cfg.specs:
         raise UserError("data stats: name at least one SPEC, e.g. tunesmith data stats data/train.jsonl")
+    if cfg.out:  # the histogram's place is checked before any tokenizer loads
+        check_writable_file(cfg.out, "out")
+    else:
+        check_writable_dir(".", "histogram folder")
     tok = _tokenizer(cfg.model, cfg.template)
     results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers, keep_rows=True)
     for res in results:
+        if res.error or res.format == "text":
+            print(_summary(res))
+            continue
         convs = [r.prompt if isinstance(r, PreferencePair) else r for r in res.rows]
         turns = [len(c.turns) for c in convs]
         answers = sum(t.role == "assistant" for c in convs for t in c.turns)

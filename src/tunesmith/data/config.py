@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import Section
 
-Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference"]
+Format = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"]
 
 # LLaMA-Factory's column names (the vocabulary of ``columns``), and the ones we refuse.
 COLUMNS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected")
@@ -28,10 +28,13 @@ class DatasetConfig(Section):
     """One source of rows: a file or folder, or a dataset named in a LLaMA-Factory registry."""
 
     path: str | None = Field(None, description="data file (.json/.jsonl/.csv/.parquet) or folder of them; "
-                                               "relative to the current folder")
-    dataset_info: str | None = Field(None, description="folder holding a LLaMA-Factory dataset_info.json")
+                                               "relative to the current folder; a .txt file is plain text, one document "
+                                               "per line")
+    dataset_info: str | None = Field(None, description="folder holding a LLaMA-Factory dataset_info.json "
+                                                       "(default: data.dataset_dir)")
     name: str | None = Field(None, description="dataset name inside dataset_info.json (also the report's label)")
-    format: Format = Field("auto", description="row format; auto detects it from the fields of the first row")
+    format: Format = Field("auto", description="row format; auto detects it from the fields of the first row; "
+                                               "text = plain documents for continued pretraining")
     columns: dict[str, str | None] | None = Field(
         None, description="LLaMA-Factory column mapping, e.g. {prompt: question, response: answer}")
     tags: dict[str, str] | None = Field(None, description="sharegpt role tags, e.g. {role_tag: role, user_tag: user}")
@@ -39,6 +42,8 @@ class DatasetConfig(Section):
                                                         "plus a seeded random remainder")
     ratio: float | None = Field(None, gt=0, description="take round(ratio × rows) rows: 0.5 = a random half, "
                                                         "2 = every row twice")
+    max_samples: int | None = Field(None, gt=0, description="read only the first N rows of this dataset "
+                                                            "(LLaMA-Factory's max_samples), before samples/ratio")
     split: str = Field("train", description="LLaMA-Factory split; local files only have 'train'")
 
     @field_validator("columns")
@@ -68,8 +73,8 @@ class DatasetConfig(Section):
             raise ValueError("set samples or ratio, not both")
         if self.path and self.dataset_info:
             raise ValueError("set path or dataset_info, not both")
-        if not self.path and not self.dataset_info:
-            raise ValueError("a dataset needs path, or dataset_info and name")
+        if not self.path and not self.dataset_info and not self.name:
+            raise ValueError("a dataset needs path, or name (looked up in its dataset_info or in data.dataset_dir)")
         if self.dataset_info and not self.name:
             raise ValueError("dataset_info needs the dataset's name")
         return self
@@ -92,6 +97,11 @@ class DataConfig(Section):
     template: str | None = Field(None, description="fallback chat template (chatml, alpaca) for base models "
                                                    "that have none")
     drop_bad_rows: bool = Field(False, description="skip rows that fail the check instead of stopping")
+    dedupe: bool = Field(False, description="drop exact duplicate rows (the first copy is kept); without it they "
+                                            "are trained on, with a warning")
+    dataset_dir: str | None = Field(None, description="folder holding a LLaMA-Factory dataset_info.json: a dataset "
+                                                      "given only name: is looked up there (relative to the "
+                                                      "current folder)")
     num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
 
     @field_validator("val_size")

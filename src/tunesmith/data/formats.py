@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .types import Conversation, PreferencePair, Turn
+from .types import Conversation, PreferencePair, TextDoc, Turn
 
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system",
@@ -27,10 +27,11 @@ DEFAULT_COLUMNS = {
     "messages": {"messages": "messages"},
     "prompt_completion": {"prompt": "prompt", "response": "completion"},
     "preference": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
+    "text": {"prompt": "text"},  # LLaMA-Factory's pretraining entries map their text column as "prompt"
 }
 OPTIONAL_COLUMNS = {"system": "system", "history": "history", "tools": "tools"}
 REQUIRED = {"alpaca": ("prompt", "response"), "sharegpt": ("messages",), "messages": ("messages",),
-            "prompt_completion": ("prompt", "response"), "preference": ("chosen", "rejected")}
+            "prompt_completion": ("prompt", "response"), "preference": ("chosen", "rejected"), "text": ("prompt",)}
 LIST_COLUMNS = ("conversations", "messages")
 
 _THINK = re.compile(r"\s*<think>(.*?)</think>\s*", re.S)
@@ -56,11 +57,37 @@ def kind_of(value: Any) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def detect_format(row: Any) -> str | None:
-    """The format a row's fields suggest, or None."""
+# Row fields that carry media: LLaMA-Factory's multimodal columns (mllm_demo and friends).
+MEDIA_FIELDS = ("images", "videos", "audios")
+KTO_MESSAGE = "KTO data (label) is not supported: tunesmith trains SFT and preference pairs"
+
+
+def unsupported_row(row: Any) -> str | None:
+    """Why a row is data tunesmith recognises but does not train on, or None.
+
+    KTO rows carry a true/false ``label`` (LLaMA-Factory's kto_tag); multimodal rows a
+    non-empty images/videos/audios list (with ``<image>`` placeholders in the text)."""
     if not isinstance(row, dict):
         return None
+    if isinstance(row.get("label"), bool):
+        return KTO_MESSAGE
+    media = [k for k in MEDIA_FIELDS if row.get(k)]
+    if media:
+        return f"multimodal data ({', '.join(media)}) is not supported: tunesmith trains text only"
+    return None
+
+
+def detect_format(row: Any) -> str | None:
+    """The format a row's fields suggest, or None. KTO and multimodal rows are told apart
+    first ("kto", "multimodal"), so they are never read as plain SFT rows."""
+    if not isinstance(row, dict):
+        return None
+    why = unsupported_row(row)
+    if why:
+        return "kto" if why == KTO_MESSAGE else "multimodal"
     keys = row.keys()
+    if set(keys) == {"text"}:
+        return "text"
     if "chosen" in keys and "rejected" in keys:
         return "preference"
     for col in LIST_COLUMNS:
@@ -146,11 +173,16 @@ def _content(value: Any, field: str, allow_empty: bool = False) -> str:
         if allow_empty:
             return ""
         raise RowError(field, "missing", "missing")
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts
-        kinds = {p.get("type") for p in value} - {"text"}
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        # Content parts: OpenAI's {"type": "text", "text": …}, LLaMA-Factory v1's {"type": "text", "value": …}.
+        kinds = sorted({str(p.get("type")) for p in value} - {"text"})
         if kinds:
-            raise RowError(field, f"only text parts are supported, got {', '.join(map(str, kinds))}")
-        return "".join(str(p.get("text", "")) for p in value)
+            raise RowError(field, f"only text parts are supported, got {', '.join(kinds)} (text only)")
+        texts = [p.get("text", p.get("value", "")) for p in value]
+        bad = next((k for k, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise RowError(f"{field}[{bad}]", f"expected text, got {kind_of(texts[bad])}")
+        return "".join(texts)
     raise RowError(field, f"expected text, got {kind_of(value)}")
 
 
@@ -354,5 +386,10 @@ def _preference(row: dict, plan: Plan, source: str):
     return PreferencePair(prompt, chosen, rejected, source), fields + [cols["chosen"], cols["rejected"]]
 
 
-_PARSERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _sharegpt,
+def _text_doc(row: dict, plan: Plan, source: str):
+    col = plan.cols["prompt"]
+    return TextDoc(_text(row, col, required=True), source), [col]
+
+
+_PARSERS = {"text": _text_doc, "alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _sharegpt,
             "prompt_completion": _prompt_completion, "preference": _preference}

@@ -1,8 +1,10 @@
 """Read rows from .json, .jsonl, .csv and .parquet files (or folders of them), keeping
 ``file:row`` for every row so problems can name where they are.
 
-Row numbers: the line for JSONL and CSV (what an editor shows), the position from 1 for a
-JSON list and for parquet. A file that can't be read at all is one problem at row 1.
+Row numbers: the line for JSONL, CSV and .txt (what an editor shows), the position from 1
+for a JSON list and for parquet. A file that can't be read at all is one problem at row 1.
+A .txt file is plain text: one document per non-empty line, as LLaMA-Factory's "text"
+loader reads it, each row ``{"text": line}``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..errors import UserError
 from .types import Problem
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+TEXT_SUFFIX = ".txt"
 
 
 @dataclass
@@ -39,15 +42,18 @@ def shown(path: Path) -> str:
 
 def data_files(path: Path, dataset: str) -> list[Path]:
     """The data files a ``path`` names. Raises UserError when there are none."""
+    kinds = "/".join(SUFFIXES + (TEXT_SUFFIX,))
     if path.is_file():
-        if path.suffix.lower() not in SUFFIXES:
-            raise UserError(f"dataset '{dataset}': {shown(path)} is not a {'/'.join(SUFFIXES)} file")
+        if path.suffix.lower() not in SUFFIXES + (TEXT_SUFFIX,):
+            raise UserError(f"dataset '{dataset}': {shown(path)} is not a {kinds} file")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+        visible = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in visible if p.suffix.lower() in SUFFIXES]
+        # .txt files count only in a folder of plain text (a README next to JSON files is not data).
+        files = files or [p for p in visible if p.suffix.lower() == TEXT_SUFFIX]
         if not files:
-            raise UserError(f"dataset '{dataset}': folder {shown(path)} holds no {'/'.join(SUFFIXES)} files")
+            raise UserError(f"dataset '{dataset}': folder {shown(path)} holds no {kinds} files")
         return files
     raise UserError(f"dataset '{dataset}': {shown(path)} not found")
 
@@ -79,7 +85,9 @@ def read_file(path: Path) -> tuple[list[Record], list[Problem]]:
         # Undecodable bytes become lone surrogates, so only the rows that hold them are bad.
         text, bad_bytes = raw.decode("utf-8", "surrogateescape"), True
     text = text.removeprefix("\ufeff")
-    if suffix == ".csv":
+    if suffix == TEXT_SUFFIX:
+        records, problems = _read_text(text, name)
+    elif suffix == ".csv":
         records, problems = _read_csv(text, name)
     elif suffix == ".json" and text.lstrip().startswith("["):
         records, problems = _read_json_list(text, name)
@@ -102,6 +110,11 @@ def _read_jsonl(text: str, name: str) -> tuple[list[Record], list[Problem]]:
         except json.JSONDecodeError as e:
             problems.append(Problem(name, line_no, "json", f"not valid JSON: {e.msg} (column {e.colno})", "json"))
     return records, problems
+
+
+def _read_text(text: str, name: str) -> tuple[list[Record], list[Problem]]:
+    lines = text.split("\n")
+    return [Record(name, n, {"text": line.rstrip("\r")}) for n, line in enumerate(lines, 1) if line.strip()], []
 
 
 def _read_json_list(text: str, name: str) -> tuple[list[Record], list[Problem]]:

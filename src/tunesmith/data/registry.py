@@ -2,8 +2,9 @@
 
 Read: ``file_name`` (a file or folder next to dataset_info.json), ``formatting`` (alpaca,
 sharegpt; openai as messages), ``ranking``, ``columns``, ``tags``, ``split`` and
-``num_samples`` (which becomes ``samples``). Hub entries (hf_hub_url, ms_hub_url…) need a
-local copy: nothing is downloaded.
+``num_samples`` (which becomes ``samples``). Entries tunesmith does not train on are named,
+never misread: hub-only entries (hf_hub_url, ms_hub_url… without file_name: nothing is
+downloaded), KTO (a ``kto_tag`` column) and multimodal ones (images/videos/audios columns).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pydantic import ValidationError
 
 from ..errors import UserError
 from .config import TAGS, DatasetConfig
+from .formats import KTO_MESSAGE, MEDIA_FIELDS
 from .readers import shown
+from .types import Unsupported
 
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 FORMATTING = {"alpaca": "alpaca", "sharegpt": "sharegpt", "openai": "messages"}
@@ -55,15 +58,21 @@ def from_registry(folder: Path, name: str) -> DatasetConfig:
     if not file_name:
         hub = next((k for k in HUB_KEYS if entry.get(k)), None)
         if hub:
-            raise UserError(f"dataset '{name}' in {where} comes from {hub} ({entry[hub]}); tunesmith reads local "
-                            "files only: download it next to dataset_info.json and set file_name")
+            raise Unsupported(f"dataset '{name}' in {where}: hub-only dataset ({hub}: {entry[hub]}); tunesmith reads "
+                              "local files only: download it next to dataset_info.json and set file_name")
         raise UserError(f"dataset '{name}' in {where} has no file_name")
+    columns = dict(entry.get("columns") or {})
+    if columns.get("kto_tag"):
+        raise Unsupported(f"dataset '{name}' in {where}: {KTO_MESSAGE}")
+    media = [k for k in MEDIA_FIELDS if columns.get(k)]
+    if media:
+        raise Unsupported(f"dataset '{name}' in {where}: multimodal data ({', '.join(media)}) is not supported: "
+                          "tunesmith trains text only")
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATTING:
         raise UserError(f"dataset '{name}' in {where}: formatting '{formatting}' is not one of "
                         f"{', '.join(FORMATTING)}")
     fmt = FORMATTING[formatting]
-    columns = dict(entry.get("columns") or {})
     tags = {k: v for k, v in (entry.get("tags") or {}).items() if k in TAGS and v}
     if formatting == "openai":
         tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",

@@ -14,9 +14,19 @@ from .registry import registry_names
 
 @dataclass
 class Expanded:
+    """The datasets of one SPEC. A recipe's relative paths are resolved later, from the
+    current folder, exactly as ``train`` resolves them (load.resolve_path)."""
+
     datasets: list[DatasetConfig]
-    base_dir: Path | None = None     # where a recipe's relative paths start
     data: DataConfig | None = None   # the recipe's data section, when the spec is a recipe
+    keys: list[str] | None = None    # the recipe key of each dataset, for errors
+
+    @property
+    def dataset_dir(self) -> str | None:
+        return self.data.dataset_dir if self.data else None
+
+    def key(self, i: int) -> str:
+        return self.keys[i] if self.keys else "dataset"
 
 
 def read_recipe_data(path: Path) -> DataConfig:
@@ -38,7 +48,7 @@ def expand_spec(spec: str, fmt: str = "auto") -> Expanded:
         data = read_recipe_data(path)
         if not data.datasets:
             raise UserError(f"{spec}: data.datasets is empty")
-        return Expanded(list(data.datasets), path.parent, data)
+        return Expanded(list(data.datasets), data, [f"{spec}: data.datasets[{i}]" for i in range(len(data.datasets))])
     if path.is_dir() and (path / "dataset_info.json").is_file():
         return Expanded([DatasetConfig(dataset_info=str(path), name=n) for n in registry_names(path)])
     if path.exists():

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import UserError
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -52,6 +54,18 @@ class PreferencePair:
     source: str = ""
 
 
+@dataclass
+class TextDoc:
+    """One document of plain text for continued pretraining (``format: text``)."""
+
+    text: str
+    source: str = ""
+
+
+class Unsupported(UserError):
+    """Data tunesmith recognises but does not train on (KTO, multimodal, hub-only)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the data, printed as ``file:row: field: message``.
@@ -60,14 +74,17 @@ class Problem:
     parquet; a problem with a whole file (bad encoding, unknown format, a mapped column no
     row has) points at its first row. ``kind`` groups problems for the summary ("json",
     "encoding", "type", "missing", "empty", "role_order", "role_tag", "think", "duplicate",
-    "column", "format", "template", "convert")."""
+    "column", "format", "template", "convert", "placeholder"). A ``warning`` does not make the
+    row bad: training goes on with it (``data check --strict`` counts it as an error)."""
 
     file: str
     row: int | None
     field: str
     message: str
     kind: str = "type"
+    warning: bool = False
 
     def __str__(self) -> str:
         where = self.file if self.row is None else f"{self.file}:{self.row}"
-        return f"{where}: {self.field}: {self.message}"
+        mark = "warning: " if self.warning else ""
+        return f"{where}: {self.field}: {mark}{self.message}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Section, write_atomic
+from ..config import Device, Section, write_atomic
 from ..infer import Engine, GenParams
 from ..manifest import model_hash
 from ..models import resolve_model, tunesmith_home
@@ -32,7 +32,7 @@ class EvalIdentityConfig(Section):
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
     max_new_tokens: int = Field(64, gt=0, description="answer length; the name comes early in an answer")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
 
     def identity(self) -> IdentityNames:
         return self.names.with_shortcuts(self.name, self.author, "eval identity")
@@ -117,7 +117,15 @@ def print_table(rep: dict) -> None:
 
 
 def run_eval(cfg: EvalIdentityConfig) -> dict:
+    from ..fsutil import check_writable_dir
+    from ..models.load import split_run_folder
+
     names = cfg.identity()
+    if cfg.out:
+        check_writable_dir(cfg.out, "out")
+    model, adapter = split_run_folder(cfg.model, cfg.adapter)  # a LoRA run folder: its base + the run
+    if (model, adapter) != (cfg.model, cfg.adapter):
+        cfg = cfg.model_copy(update={"model": model, "adapter": adapter})
     base = cfg.base or (cfg.model if cfg.adapter else None)
     tuned_ans = answer_probes(cfg.model, cfg.adapter, cfg, cache=True)
     base_ans = answer_probes(base, [], cfg, cache=True) if base else tuned_ans

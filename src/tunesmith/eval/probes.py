@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Section, write_atomic
+from ..config import Device, Section, write_atomic
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
@@ -22,7 +22,7 @@ class EvalProbesConfig(Section):
     out: str | None = Field(None, description="write probes.json (answers and the score) here")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
     max_new_tokens: int = Field(64, gt=0, description="answer length")
-    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
 
 
 def read_probes(path: str | Path) -> list[dict]:
@@ -46,7 +46,11 @@ def passed(answer: str, expect: list[str]) -> bool:
 
 
 def run_probes(cfg: EvalProbesConfig) -> dict:
+    from ..fsutil import check_writable_dir
+
     probes = read_probes(cfg.probes)
+    if cfg.out:
+        check_writable_dir(cfg.out, "out")
     engine = Engine.load(cfg.model, cfg.adapter or None, device=cfg.device)
     answers: list[str] = []
     params = GenParams(max_new_tokens=cfg.max_new_tokens)

@@ -14,18 +14,19 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
-import warnings
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from ..config import Section, save_config
+from ..config import Device, Section, save_config
 from ..errors import UserError
+from ..fsutil import check_writable_dir, fix_modes
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
-from ..models.load import DTYPES, is_adapter_dir, pick_device, pick_dtype
+from ..models.load import DTYPES, apply_adapter, base_of, check_adapter, pick_device, pick_dtype
 from ..models.resolve import resolve_model
-from .lineage import adapter_hash, check_lineage
+from ..models.lineage import adapter_hash, check_lineage
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(GIB|MIB|KIB|GB|MB|KB|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -54,8 +55,8 @@ class MergeConfig(Section):
     shard_size: str = Field("2GB", description="largest safetensors shard, e.g. 2GB, 500MB, 4GiB")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 for the saved weights; unset: the base's own "
                                                 "dtype from its config.json")
-    device: str | None = Field(None, description="cpu, cuda …; unset: cuda if present. The model is held in fp32 "
-                                                 "once: pick cpu when the GPU can't hold 4 bytes per parameter")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto; unset: cuda if present. The model is "
+                                             "held in fp32 once: pick cpu when the GPU can't hold 4 bytes per parameter")
     tolerance: float | None = Field(None, ge=0, description="largest |Δlogit| allowed between the merged model and "
                                     "the unmerged fp32 reference; unset: 3× the error of running unmerged in the "
                                     "output dtype, plus 1e-3 of the logit scale")
@@ -94,13 +95,14 @@ def merge(cfg: MergeConfig) -> int:
 
     started, t0 = now(), time.time()
     adapters = [_check_adapter(a) for a in cfg.adapter]
-    spec = cfg.model or _base_of(adapters[0])
+    spec = cfg.model or base_of(adapters[0])
     model_dir = resolve_model(spec).resolve()
     _refuse_quantized(model_dir)
     out = Path(cfg.out).expanduser().resolve()
     _check_out(out, cfg.overwrite, [model_dir, *adapters])
+    notes: list[str] = []  # printed after the merge, so a failing one is still one line
     if cfg.check_base:
-        check_lineage(model_dir, spec, adapters)
+        check_lineage(model_dir, spec, adapters, notes=notes)
     dtype_name = cfg.dtype or config_dtype(model_dir)
     device = pick_device(cfg.device)
     dtype = pick_dtype(dtype_name, device)
@@ -139,6 +141,7 @@ def merge(cfg: MergeConfig) -> int:
         tok.save_pretrained(tmp)
         save_config(cfg, tmp / "config.yaml")
         out_hash = model_hash(tmp)  # hashes names + contents only, so it stays valid after the rename
+        fix_modes(tmp)  # safetensors writes 0600: the merged model's files follow the umask
         write_manifest(tmp, {
             "kind": "merge", "status": "done",
             "base_model": {"spec": spec, "path": str(model_dir), "hash": model_hash(model_dir)},
@@ -158,6 +161,8 @@ def merge(cfg: MergeConfig) -> int:
             except OSError:
                 pass
         raise
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
     n = len(adapters)
     print(f"merged {n} adapter{'s' if n > 1 else ''} into {spec} → {out} (max |Δlogit| = {diff:.3g} ≤ {tol:.3g})")
     return 0
@@ -177,7 +182,7 @@ def _merge_into(tmp: Path, model_dir: Path, adapters: list[Path], dtype, device:
 
     model = _load(model_dir, torch.float32, device, cfg.trust_remote_code)
     for i, a in enumerate(adapters):
-        model = _apply(model, a, model_dir)
+        model = apply_adapter(model, a, model_dir)
         if i < len(adapters) - 1:
             model = model.merge_and_unload()
     ref = logits(model, probes)
@@ -207,33 +212,6 @@ def _load(folder: Path, dtype, device: str, trust_remote_code: bool):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code,
                                                  use_safetensors=True)
     return model.to(device).eval()
-
-
-def _apply(model, adapter: Path, model_dir: Path):
-    """The model with ``adapter`` loaded and active. peft raises on a shape mismatch and only
-    warns about weights that fit no layer; both mean the adapter belongs to another base."""
-    from peft import PeftModel
-    from peft.utils import get_peft_model_state_dict, load_peft_weights
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # missing keys are checked below, with a clearer message
-            pm = PeftModel.from_pretrained(model, str(adapter))
-    except (RuntimeError, ValueError) as e:
-        lines = str(e).splitlines() or [type(e).__name__]
-        first = next((ln.strip() for ln in lines if "size mismatch" in ln), lines[0].strip())
-        raise UserError(f"adapter {adapter} does not fit {model_dir}: {first[:240]}; "
-                        "was it trained on another base model?") from None
-    have = set(get_peft_model_state_dict(pm))
-    saved = set(load_peft_weights(str(adapter)))
-    stray, missing = sorted(saved - have), sorted(have - saved)
-    if stray:
-        raise UserError(f"adapter {adapter} does not fit {model_dir}: {len(stray)} of its weights match no layer "
-                        f"(e.g. {stray[0]}); was it trained on another base model?")
-    if missing:
-        raise UserError(f"adapter {adapter} is incomplete: {len(missing)} weights are missing from its "
-                        f"adapter_model file (e.g. {missing[0]})")
-    return pm
 
 
 def logits(model, probes) -> list:
@@ -309,10 +287,7 @@ def _tied_hint(model_dir: Path, adapters: list[Path]) -> str:
 
 
 def _check_adapter(path: str) -> Path:
-    a = Path(path).expanduser().resolve()
-    if not is_adapter_dir(a):
-        hint = " (it is a full model: use it as --model)" if a.joinpath("config.json").is_file() else ""
-        raise UserError(f"adapter {path} not found: expected a folder with adapter_config.json{hint}")
+    a = check_adapter(path)
     from peft import PeftConfig
 
     pcfg = PeftConfig.from_pretrained(str(a))
@@ -320,20 +295,6 @@ def _check_adapter(path: str) -> Path:
         raise UserError(f"adapter {path} is a {pcfg.peft_type} adapter: it adds virtual tokens, "
                         "there are no weights to merge")
     return a
-
-
-def _base_of(adapter: Path) -> str:
-    """The base the first adapter names, for when ``model`` is left out."""
-    m = read_manifest(adapter) or {}
-    base = m.get("base_model") if isinstance(m.get("base_model"), dict) else {}
-    if base.get("path") and Path(base["path"]).joinpath("config.json").is_file():
-        return base["path"]
-    if base.get("spec"):
-        return base["spec"]
-    name = json.loads(adapter.joinpath("adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not name:
-        raise UserError(f"adapter {adapter} does not say which base it was trained on: pass --model")
-    return name
 
 
 def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
@@ -344,6 +305,7 @@ def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise UserError(f"out {out} is a file: choose a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"out {out} already holds files: choose another folder or set overwrite: true")
+    check_writable_dir(out, "out")
 
 
 def _publish(tmp: Path, out: Path) -> None:

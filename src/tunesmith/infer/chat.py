@@ -5,7 +5,7 @@ import sys
 
 from pydantic import Field
 
-from ..config import Section
+from ..config import Device, Section
 from ..models import DEFAULT_MODEL
 from .engine import Engine, GenParams
 
@@ -18,7 +18,7 @@ class ChatConfig(Section):
     system: str | None = Field(None, description="system prompt (else the template's default)")
     prompt: str | None = Field(None, description="answer this one prompt and exit (scriptable)")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: str | None = Field(None, description="cpu, cuda, cuda:1 … (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
     trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     gen: GenParams = Field(default_factory=GenParams, description="generation parameters")
 

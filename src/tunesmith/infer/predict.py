@@ -3,16 +3,18 @@
 Each input line is ``{"messages": [...]}`` or ``{"prompt": "..."}`` with an optional
 ``id`` (else its line number). Output lines keep the input fields and add ``response``.
 A rerun skips ids already answered; a torn last line (killed mid-write) is cut off first.
+An existing output that predict did not write for this input is refused, never touched.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Section
+from ..config import Device, Section
 from ..errors import UserError
 from ..jsonl import read_jsonl
 from ..models import DEFAULT_MODEL
@@ -27,7 +29,7 @@ class PredictConfig(Section):
     batch_size: int = Field(8, gt=0, description="prompts per generation batch")
     system: str | None = Field(None, description="system prompt added to rows that have none")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: str | None = Field(None, description="cpu, cuda … (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
     trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     progress: bool = Field(True, description="show a progress bar")
     gen: GenParams = Field(default_factory=GenParams, description="generation parameters")
@@ -57,34 +59,55 @@ def read_requests(path: str | Path, system: str | None = None) -> list[tuple[str
     return out
 
 
-def done_ids(path: str | Path) -> set[str]:
-    """Ids already answered in ``path``; a torn or unparseable tail is cut off the file."""
+def done_ids(path: str | Path, input_ids: set[str], input_path: str | Path = "the input") -> set[str]:
+    """Ids already answered in ``path``, which predict wrote for this input.
+
+    Only a file whose every line is a JSON object with an ``id`` of this input and a ``response``
+    is resumed; a torn LAST line (a kill mid-write) after such lines is cut off. Anything else is
+    someone else's file: refused untouched."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return set()
+    if not path.is_file():
+        raise UserError(f"output {path} is not a file: choose another --output")
     data = path.read_bytes()
+    refuse = UserError(f"output {path} exists and was not written by predict for this input ({input_path}); "
+                       "choose another --output or remove it")
     ids: set[str] = set()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # after the last newline: b"" for a whole file, else a torn line
     good_end = 0
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # no newline: the write was cut off
+    for i, line in enumerate(lines):
         try:
-            row = json.loads(data[pos:nl])
-            ids.add(str(row["id"]))
-        except (ValueError, KeyError, TypeError):
-            break
-        pos = good_end = nl + 1
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1 and not tail and ids:
+                break  # an unparseable last line after lines of ours: torn, cut it
+            raise refuse from None
+        if not (isinstance(row, dict) and "id" in row and str(row["id"]) in input_ids and "response" in row):
+            raise refuse
+        ids.add(str(row["id"]))
+        good_end += len(line) + 1
+    else:
+        if tail and not ids:
+            raise refuse  # one unterminated line and nothing of ours before it: not ours to cut
     if good_end < len(data):
         with path.open("r+b") as f:
             f.truncate(good_end)
+        print(f"note: cut a torn last line off {path} (a run was killed mid-write)", file=sys.stderr)
     return ids
 
 
 def predict(cfg: PredictConfig) -> int:
+    from ..fsutil import check_writable_file, same_file
+
+    if same_file(cfg.input, cfg.output):
+        raise UserError(f"output {cfg.output} is the input file: choose another --output")
     requests = read_requests(cfg.input, cfg.system)
-    done = done_ids(cfg.output)
+    if not requests:
+        raise UserError(f"input {cfg.input} has no rows")
+    check_writable_file(cfg.output, "output")
+    done = done_ids(cfg.output, {r[0] for r in requests}, cfg.input)
     todo = [r for r in requests if r[0] not in done]
     if not todo:
         print(f"all {len(requests)} rows already answered in {cfg.output}")
@@ -94,6 +117,7 @@ def predict(cfg: PredictConfig) -> int:
 
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not cfg.progress, unit="row")
+    # Appending is the resume mechanism: the file holds only predict's own whole lines (checked above).
     with open(cfg.output, "a", encoding="utf-8") as out:
         for i in range(0, len(todo), cfg.batch_size):
             chunk = todo[i:i + cfg.batch_size]

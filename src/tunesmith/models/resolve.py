@@ -64,9 +64,20 @@ def embedded_gguf(alias: str) -> Path:
 
 
 def _gguf_architecture(path: Path) -> str:
+    """The architecture a GGUF header names; one line for a file that is not a whole GGUF
+    (empty, truncated, or another file renamed .gguf)."""
     from gguf import GGUFReader
 
-    field = GGUFReader(str(path)).fields.get("general.architecture")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        what = "an empty file" if not magic else f"it starts with {magic!r}, not b'GGUF'"
+        raise UserError(f"{path}: not a GGUF model file ({what})")
+    try:
+        field = GGUFReader(str(path)).fields.get("general.architecture")
+    except Exception as e:  # gguf raises ValueError/IndexError/struct errors for cut-off or corrupt files
+        raise UserError(f"{path}: not a readable GGUF model file, truncated or corrupt "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
     if field is None:
         raise UserError(f"{path}: not a GGUF model file (no general.architecture)")
     return bytes(field.parts[field.data[0]]).decode()
@@ -91,13 +102,17 @@ def import_gguf(gguf: Path, dest: Path, expected_sha256: str | None = None) -> P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..fsutil import fix_modes, make_temp_dir, write_atomic
+
     t0 = time.time()
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = make_temp_dir(dest)
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except (ValueError, OSError, KeyError, IndexError, TypeError) as e:
+            raise UserError(f"{gguf}: transformers could not read this GGUF ({type(e).__name__}: "
+                            f"{(str(e).splitlines() or [''])[0][:160]}); is the file complete?") from None
         # transformers refuses to save a model it loaded "quantized as gguf"; the weights are already
         # dequantized, so move them into a plain model built from the same config.
         cfg = model.config
@@ -109,9 +124,10 @@ def import_gguf(gguf: Path, dest: Path, expected_sha256: str | None = None) -> P
         plain.save_pretrained(tmp, safe_serialization=True)
         del model, plain
         tok.save_pretrained(tmp)
-        (tmp / "tunesmith_import.json").write_text(json.dumps(
+        write_atomic(tmp / "tunesmith_import.json", json.dumps(
             {"source": str(gguf), "sha256": digest, "architecture": arch, "seconds": round(time.time() - t0, 1)},
             indent=1))
+        fix_modes(tmp)  # the cache is shared like any folder the user makes: umask modes, not 0700
         try:
             os.rename(tmp, dest)
         except OSError:  # another process finished first: keep theirs

@@ -13,9 +13,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import Section
+from ..data.check import PLACEHOLDER
 from ..errors import UserError
-
-PLACEHOLDER = re.compile(r"\{\{\s*(NAME|AUTHOR|name|author)\s*\}\}")
 LANGS = ("en", "zh")
 Lang = Literal["en", "zh"]
 
@@ -106,4 +105,28 @@ def identity_messages(names: IdentityNames, languages=LANGS, thinking: bool = Fa
         for reasoning in ("", short):
             out.append({"messages": [{"role": "user", "content": q},
                                      {"role": "assistant", "content": a, "reasoning_content": reasoning}]})
+    return out
+
+
+def user_identity_messages(spec: str, names: IdentityNames) -> list[dict[str, Any]]:
+    """The user's own identity rows (a file, a folder, or ``DIR:name`` of a LLaMA-Factory
+    data folder) as ``{"messages": [...]}`` with placeholders filled. Raises UserError for
+    a bad row, a dataset that isn't conversations, or a placeholder without a value."""
+    from ..data.load import load_conversations
+    from ..data.specs import expand_spec
+
+    out = []
+    for ds in expand_spec(spec).datasets:
+        convs, problems = load_conversations(ds)
+        if problems:
+            raise UserError(f"identity_data: {problems[0]} (run `tunesmith data check {spec}` to see every problem)")
+        for c in convs:
+            msgs = c.to_messages()
+            for m in msgs:
+                for k in ("content", "reasoning_content"):
+                    if isinstance(m.get(k), str):
+                        m[k] = fill(m[k], names, None, c.source)
+            out.append({"messages": msgs, **({"tools": c.tools} if c.tools else {})})
+    if not out:
+        raise UserError(f"identity_data: {spec} holds no identity rows")
     return out

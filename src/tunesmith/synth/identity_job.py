@@ -15,13 +15,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import Section, save_config, write_atomic
+from ..config import Device, Section, save_config, write_atomic
 from ..data.config import DataConfig, DatasetConfig
 from ..errors import UserError
 from ..manifest import read_manifest, write_manifest
 from ..models import DEFAULT_MODEL
 from ..train.config import LoopSettings, LoraSettings, TrainConfig
-from .identity import LANGS, IdentityNames, Lang, identity_messages
+from .identity import LANGS, IdentityNames, Lang, identity_messages, user_identity_messages
 
 
 class ReplaySettings(Section):
@@ -43,6 +43,8 @@ class IdentityJobConfig(Section):
     identity_samples: int | None = Field(None, gt=0, description="identity rows in the mix, upsampled by whole "
                                                                  "repetitions (default: each shipped row once)")
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="forgetting guard: self-distilled replay")
+    identity_data: str | None = Field(None, description="a file, folder, or DIR:name with your own identity rows; "
+                                                        "placeholders filled; replaces the shipped rows")
     extra_data: list[DatasetConfig] = Field(default_factory=list, description="your own general data to mix in "
                                             "(placeholders {{NAME}}/{{AUTHOR}} are filled here too)")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings")
@@ -53,7 +55,7 @@ class IdentityJobConfig(Section):
     eval_max_new_tokens: int = Field(64, gt=0, description="answer length in the evaluation")
     resume: bool | Literal["auto"] = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
     progress: bool = Field(True, description="show progress bars")
 
     def identity(self) -> IdentityNames:
@@ -88,8 +90,13 @@ def identity(cfg: IdentityJobConfig) -> int:
 
     t0 = time.time()
     names = cfg.identity()
+    from ..fsutil import check_writable_dir  # an unwritable output_dir is refused before any model loads
+
+    check_writable_dir(cfg.output_dir or "runs", "output_dir")
     thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model)))
-    rows = identity_messages(names, cfg.languages, thinking)  # fails on a missing value before any work
+    # Either fails on a missing value or a bad row before any work.
+    rows = (user_identity_messages(cfg.identity_data, names) if cfg.identity_data
+            else identity_messages(names, cfg.languages, thinking))
     run = Path(cfg.output_dir or f"runs/identity-{time.strftime('%Y%m%d-%H%M%S')}")
     if (read_manifest(run) or {}).get("status") == "done" and (run / "eval" / "report.json").is_file():
         raise UserError(f"{run} already holds a finished identity run: choose another output_dir")

@@ -77,7 +77,10 @@ def write_rng(tmp: Path, rank: int) -> None:
 
 def commit(tmp: Path, step: int, state: dict, keep_last: int) -> Path:
     """Mark complete (state.json last, then rename) and drop checkpoints beyond ``keep_last``."""
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+    from ..fsutil import fix_modes, write_atomic
+
+    write_atomic(tmp / "state.json", json.dumps({"step": step, **state}))
+    fix_modes(tmp)  # safetensors and torch.save files get the umask's modes, not 0600
     final = tmp.parent / f"{PREFIX}{step:08d}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

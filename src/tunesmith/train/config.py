@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Section
+from ..config import Device, Section
 from ..data.config import DataConfig
 from ..models import DEFAULT_MODEL
 
@@ -54,7 +54,7 @@ class TrainConfig(Section):
     resume: bool | Literal["auto"] = Field(False, description="true: continue from the run folder's last checkpoint; "
                                                               "auto: continue if there is one")
     nproc: int = Field(1, gt=0, description="data-parallel processes to launch (through torch.distributed / accelerate)")
-    device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
     trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     progress: bool = Field(True, description="show a progress bar")
 

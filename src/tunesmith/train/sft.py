@@ -21,6 +21,7 @@ from typing import Any
 
 from ..config import save_config
 from ..errors import UserError
+from ..fsutil import fix_modes, save_into
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 from . import batching, checkpoint, sharded
 from .config import TrainConfig
@@ -53,6 +54,12 @@ class Run:
 
 def train(cfg: TrainConfig) -> int:
     """Run the recipe. Raises UserError for bad data, config or model (nothing half-written)."""
+    from ..fsutil import check_writable_dir
+
+    if cfg.output_dir:  # an unwritable run folder is found before any data or model loads
+        check_writable_dir(cfg.output_dir, "output_dir")
+    else:
+        check_writable_dir("runs", "output_dir (default runs/)")
     if cfg.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from .launch import launch
 
@@ -131,7 +138,7 @@ def setup(cfg: TrainConfig) -> Run:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        tok.save_pretrained(run_dir)  # the template used in training travels with the weights
+        save_into(run_dir, tok.save_pretrained)  # the training template travels with the weights
         if not resume_from:
             write_manifest(run_dir, manifest)
     accelerator.wait_for_everyone()
@@ -226,7 +233,7 @@ def fit(run: Run) -> int:
                 plans = {epoch: batching.plan_epoch(run.lengths, loop.batch_size * loop.grad_accum * acc.num_processes,
                                                     loop.seed, epoch, loop.group_by_length)}
             batch = plans[epoch][idx]
-            loss, grad_norm = train_step(run, batch)
+            loss, grad_norm = _step_or_explain(run, batch, step)
             step += 1
             tokens_since += sum(run.lengths[i] for i in batch)
             if step % loop.log_every == 0 or step == run.total_steps:
@@ -259,6 +266,26 @@ def fit(run: Run) -> int:
     save_checkpoint(run, step)
     finish(run)
     return 0
+
+
+def _step_or_explain(run: Run, batch: list[int], step: int) -> tuple[float, float]:
+    """``train_step``, with running out of GPU memory turned into one line that names the batch
+    that did not fit and the three settings that shrink it."""
+    import torch
+
+    try:
+        return train_step(run, batch)
+    except torch.OutOfMemoryError:
+        loop, data = run.cfg.train, run.cfg.data
+        rows = max(1, len(batch) // (loop.grad_accum * run.accelerator.num_processes))
+        tokens = max(run.lengths[i] for i in batch)
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.log is not None:
+            run.log.close()
+        raise UserError(f"out of memory at step {step + 1} on a micro-batch of {rows} rows × {tokens} tokens: "
+                        f"lower train.batch_size (now {loop.batch_size}; raise train.grad_accum to keep the "
+                        f"global batch), lower data.cutoff_len (now {data.cutoff_len}), or set "
+                        f"train.gradient_checkpointing=true") from None
 
 
 def train_step(run: Run, batch: list[int]) -> tuple[float, float]:
@@ -349,6 +376,7 @@ def finish(run: Run) -> None:
         tmp = run.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state} if state is not None else {}))
+        fix_modes(tmp)  # safetensors writes 0600; the run's files follow the umask like the rest
         for f in tmp.iterdir():  # move whole files in: a reader never sees a half-written weight file
             f.replace(run.run_dir / f.name)
         tmp.rmdir()

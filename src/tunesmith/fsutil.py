@@ -1,0 +1,152 @@
+"""Writing files safely: check outputs before any compute, write whole files with the user's umask.
+
+Every verb that writes calls ``check_writable_file`` / ``check_writable_dir`` on its outputs
+*before* it loads a model, so an output it cannot write costs one line, not an hour of work.
+Files appear only whole (temp name in the same folder, then ``os.replace``) and with the
+modes the user's umask gives (``mkstemp``/``mkdtemp`` alone would leave 0600/0700).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .errors import UserError
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc (no change needed); elsewhere it can only be
+    read by setting it, so that is done under a lock and put back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~current_umask()
+
+
+def fix_modes(root: str | Path) -> None:
+    """Give a folder made with ``mkdtemp`` (0700), and everything in it, the umask's modes."""
+    root = Path(root)
+    fm, dm = file_mode(), dir_mode()
+    os.chmod(root, dm)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), dm)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.chmod(p, fm)
+
+
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a file so a reader never sees half of it: temp name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+            f.flush()
+            os.fchmod(f.fileno(), file_mode())  # mkstemp makes 0600; a normal file follows the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_temp_dir(beside: str | Path) -> Path:
+    """A fresh temp folder next to ``beside`` (same file system, so it can be renamed into place),
+    with the umask's mode rather than mkdtemp's 0700."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent))
+    os.chmod(tmp, dir_mode())
+    return tmp
+
+
+def save_into(folder: str | Path, save) -> None:
+    """``save(tmp)`` writes files (``tokenizer.save_pretrained``…) into a temp folder beside
+    ``folder``; each is then renamed into ``folder`` whole, so no file there is ever half-written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", suffix=".tmp", dir=folder))
+    try:
+        save(tmp)
+        fix_modes(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _probe_dir(folder: Path, what: str, target: Path) -> None:
+    """Create and remove a temp file in ``folder``: the only test that also holds for root,
+    read-only mounts and pseudo file systems such as /proc."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tunesmith-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{what} {target}: cannot write into {folder} ({e.strerror or e}); "
+                        f"choose another {what}") from None
+
+
+def _nearest_existing(p: Path) -> Path:
+    for q in [p, *p.parents]:
+        if q.exists():
+            return q
+    return Path("/")
+
+
+def check_writable_file(path: str | Path, what: str = "output") -> Path:
+    """Raise UserError (one line) unless ``path`` can be written as a file: not a folder, its folder
+    is a folder (or can be made inside one), and that folder takes new files. Writes nothing."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"{what} {path} is a folder: name a file")
+    base = _nearest_existing(p.absolute().parent)
+    if not base.is_dir():
+        raise UserError(f"{what} {path}: {base} is a file, not a folder")
+    _probe_dir(base, what, p)
+    return p
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Raise UserError (one line) unless ``path`` is, or can be made as, a folder we can write in."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what} {path} is a file: name a folder")
+    base = _nearest_existing(p.absolute())
+    if not base.is_dir():
+        raise UserError(f"{what} {path}: {base} is a file, not a folder")
+    _probe_dir(base, what, p)
+    return p
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (symlinks and ``..`` resolved)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def remove_tree(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,323 @@
+"""The FastAPI app: OpenAI-shaped routes over one ``Batcher``; every client mistake is a 4xx with an
+OpenAI-shaped error body (``{"error": {"message", "type", "param", "code"}}``), never a 500."""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batcher import Batcher, Job, QueueFull, Sampling, logprob_entry
+from .protocol import ChatRequest, CompletionRequest, Refused, refuse_unhonoured
+from .think import ThinkSplitter
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+PAGE = Path(__file__).with_name("page") / "index.html"
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None,
+          headers: dict | None = None) -> JSONResponse:
+    kind = {401: "authentication_error", 404: "not_found_error", 503: "server_busy"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
+                        status_code=status, headers=headers)
+
+
+class State:
+    """What the routes share: the engine's tokenizer, the batcher and the serving limits."""
+
+    def __init__(self, engine, batcher: Batcher, cfg):
+        self.engine, self.tok, self.batcher, self.cfg = engine, engine.tok, batcher, cfg
+        mc = engine.model.config.get_text_config() if hasattr(engine.model.config, "get_text_config") \
+            else engine.model.config
+        self.context = int(getattr(mc, "max_position_embeddings", 0) or cfg.max_model_len)
+        if cfg.max_model_len:
+            self.context = min(self.context, cfg.max_model_len)
+        from ..models.template import supports_thinking
+
+        self.thinking = supports_thinking(self.tok)
+        self.created = int(time.time())
+
+
+def _budget(st: State, prompt: list[int], asked: int | None, default: int) -> int:
+    room = st.context - len(prompt)
+    if room < 1:
+        raise Refused("messages", f"the prompt has {len(prompt)} tokens; this model's context is {st.context}",
+                      "context_length_exceeded")
+    if asked is not None and asked > room:
+        raise Refused("max_tokens", f"prompt ({len(prompt)} tokens) + max_tokens ({asked}) exceeds the context "
+                      f"of {st.context} tokens", "context_length_exceeded")
+    return asked if asked is not None else min(default, room)
+
+
+async def _admit(st: State, job: Job) -> JSONResponse | None:
+    """Queue the job and wait until it is being generated; a full queue or a long wait is a 503."""
+    retry = {"Retry-After": str(max(1, int(st.cfg.queue_timeout)))}
+    try:
+        st.batcher.submit(job)
+    except QueueFull:
+        return error(503, "the server is busy: too many requests waiting", code="queue_full", headers=retry)
+    try:
+        await asyncio.wait_for(job.started.wait(), timeout=st.cfg.queue_timeout)
+    except asyncio.TimeoutError:
+        job.cancel()
+        return error(503, f"the server is busy: waited {st.cfg.queue_timeout:g} s for a slot", code="queue_timeout",
+                     headers=retry)
+    return None
+
+
+def _sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+def build_app(st: State) -> FastAPI:
+    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
+    name = st.cfg.served_name
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        e = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        # Pydantic names union branches in ``loc`` ("str", "list[TextPart]"): the client only needs the field.
+        loc = [str(x) for x in e.get("loc", ()) if x != "body" and not (isinstance(x, str) and (
+            x in _TYPE_TAGS or "[" in x or "-" in x))]
+        param = ".".join(loc) or None
+        if e.get("type") == "json_invalid":
+            return error(400, f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}",
+                         code="invalid_json")
+        if e.get("type") == "extra_forbidden":
+            return error(400, f"unsupported field '{param}'", param=param, code="unsupported_parameter")
+        if e.get("type") == "model_attributes_type" or not loc and e.get("type") == "dict_type":
+            return error(400, "the body must be a JSON object (sent with Content-Type: application/json)",
+                         code="invalid_type")
+        return error(400, f"{param or 'body'}: {e['msg']}", param=param, code="invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused):
+        return error(exc.status, str(exc), param=exc.param, code=exc.code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        key = st.cfg.resolved_key
+        if key and request.url.path.startswith("/v1/"):
+            got = request.headers.get("authorization", "")
+            if not secrets.compare_digest(got.encode(), f"Bearer {key}".encode()):
+                return error(401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/")
+    async def page():
+        return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": st.created,
+                                            "owned_by": "tunesmith", "max_model_len": st.context,
+                                            "thinking": st.thinking}]}
+
+    def check_model(req) -> None:
+        if req.model != name:
+            raise Refused("model", f"model '{req.model}' is not served here (this server serves '{name}')",
+                          "model_not_found", 404)
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        check_model(req)
+        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n)
+        think = (req.chat_template_kwargs or {}).get("enable_thinking")
+        msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        try:
+            prompt = st.engine.prompt_ids(msgs, think)
+            prompt_text = st.tok.decode(prompt[-8:])
+        except Exception as e:  # noqa: BLE001 — a template that rejects the conversation (roles, order)
+            raise Refused("messages", f"the chat template rejects these messages: {e}", "invalid_value") from None
+        asked = req.max_completion_tokens or req.max_tokens
+        samp = Sampling(_budget(st, prompt, asked, st.cfg.max_tokens), req.temperature, req.top_p, req.top_k,
+                        req.seed, req.stops(), (req.top_logprobs or 0) if req.logprobs else None)
+        job = Job(prompt, req.n, samp, asyncio.get_running_loop())
+        if (busy := await _admit(st, job)) is not None:
+            return busy
+        # A template that opens the think block itself (the prompt ends in "<think>") starts in reasoning.
+        opened = prompt_text.rstrip().endswith("<think>")
+        return await _chat_answer(st, req, job, opened, request)
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request):
+        check_model(req)
+        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n)
+        p = req.prompt
+        if isinstance(p, list) and len(p) != 1 and not all(isinstance(x, int) for x in p):
+            raise Refused("prompt", "one prompt per request (a string or a list of token ids)")
+        p = p[0] if isinstance(p, list) and p and not isinstance(p[0], int) else p
+        prompt = list(p) if isinstance(p, list) else st.tok(p)["input_ids"]
+        if not prompt:
+            raise Refused("prompt", "the prompt is empty", "invalid_value")
+        if any(t < 0 or t >= len(st.tok) for t in prompt):
+            raise Refused("prompt", f"token ids must be in [0, {len(st.tok)})", "invalid_value")
+        samp = Sampling(_budget(st, prompt, req.max_tokens, 16), req.temperature, req.top_p, req.top_k, req.seed,
+                        req.stops(), req.logprobs)
+        job = Job(prompt, req.n, samp, asyncio.get_running_loop())
+        if (busy := await _admit(st, job)) is not None:
+            return busy
+        return await _completion_answer(st, req, job)
+
+    return app
+
+
+def _usage(prompt: list[int], done: dict[int, int]) -> dict:
+    c = sum(done.values())
+    return {"prompt_tokens": len(prompt), "completion_tokens": c, "total_tokens": len(prompt) + c}
+
+
+async def _events(job: Job):
+    """Every event of the job until all its rows finished; abandoning the iterator cancels the job."""
+    left = job.n
+    try:
+        while left:
+            ev = await job.events.get()
+            if ev.finish == "error":
+                raise RuntimeError(ev.text)
+            left -= ev.finish is not None
+            yield ev
+    finally:
+        job.cancel()  # client gone or answer complete: the batcher drops any row still running
+
+
+async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, request: Request):
+    cid, created, name = f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), st.cfg.served_name
+    split = [ThinkSplitter(opened) for _ in range(req.n)]
+    done: dict[int, int] = {}
+
+    def lps(ev) -> list[dict]:
+        return [logprob_entry(st.tok, x) for x in ev.logprobs]
+
+    if not req.stream:
+        text = [[] for _ in range(req.n)]
+        reason = [[] for _ in range(req.n)]
+        logp = [[] for _ in range(req.n)]
+        finish: dict[int, str] = {}
+        async for ev in _events(job):
+            r, c = split[ev.index].feed(ev.text, final=ev.finish is not None)
+            reason[ev.index].append(r)
+            text[ev.index].append(c)
+            logp[ev.index] += lps(ev)
+            if ev.finish:
+                finish[ev.index], done[ev.index] = ev.finish, ev.tokens
+        choices = []
+        for i in range(req.n):
+            msg: dict[str, Any] = {"role": "assistant", "content": "".join(text[i])}
+            if split[i].seen:
+                msg["reasoning_content"] = msg["reasoning"] = "".join(reason[i])
+            choices.append({"index": i, "message": msg, "finish_reason": finish[i],
+                            "logprobs": {"content": logp[i]} if req.logprobs else None})
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": choices,
+                "usage": _usage(job.prompt, done)}
+
+    usage_on = bool(req.stream_options and req.stream_options.include_usage)
+
+    def chunk(choices: list[dict]) -> bytes:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name, "choices": choices}
+        if usage_on:
+            body["usage"] = None
+        return _sse(body)
+
+    async def stream():
+        try:
+            async for piece in _chat_chunks():
+                yield piece
+        finally:  # the client went away mid-stream: free its rows now, not when the generator is collected
+            job.cancel()
+
+    async def _chat_chunks():
+        for i in range(req.n):
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        async for ev in _events(job):
+            r, c = split[ev.index].feed(ev.text, final=ev.finish is not None)
+            delta: dict[str, Any] = {}
+            if r:
+                delta["reasoning_content"] = delta["reasoning"] = r
+            if c:
+                delta["content"] = c
+            lp = {"content": lps(ev)} if req.logprobs and ev.logprobs else None
+            if delta or lp:
+                yield chunk([{"index": ev.index, "delta": delta, "logprobs": lp, "finish_reason": None}])
+            if ev.finish:
+                done[ev.index] = ev.tokens
+                yield chunk([{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.finish}])
+        if usage_on:
+            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                        "choices": [], "usage": _usage(job.prompt, done)})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _completion_lp(st: State, items: list[dict]) -> dict:
+    toks = [st.tok.decode([x["id"]]) for x in items]
+    return {"tokens": toks, "token_logprobs": [x["logprob"] for x in items],
+            "top_logprobs": [{st.tok.decode([t]): v for t, v in x["top"]} for x in items], "text_offset": []}
+
+
+async def _completion_answer(st: State, req: CompletionRequest, job: Job):
+    cid, created, name = f"cmpl-{secrets.token_hex(12)}", int(time.time()), st.cfg.served_name
+    done: dict[int, int] = {}
+    want_lp = req.logprobs is not None
+    if not req.stream:
+        text = [[] for _ in range(req.n)]
+        items = [[] for _ in range(req.n)]
+        finish: dict[int, str] = {}
+        async for ev in _events(job):
+            text[ev.index].append(ev.text)
+            items[ev.index] += ev.logprobs
+            if ev.finish:
+                finish[ev.index], done[ev.index] = ev.finish, ev.tokens
+        choices = [{"index": i, "text": "".join(text[i]), "finish_reason": finish[i],
+                    "logprobs": _completion_lp(st, items[i]) if want_lp else None} for i in range(req.n)]
+        return {"id": cid, "object": "text_completion", "created": created, "model": name, "choices": choices,
+                "usage": _usage(job.prompt, done)}
+
+    usage_on = bool(req.stream_options and req.stream_options.include_usage)
+
+    async def stream():
+        try:
+            async for piece in _completion_chunks():
+                yield piece
+        finally:  # the client went away mid-stream: free its rows now
+            job.cancel()
+
+    async def _completion_chunks():
+        async for ev in _events(job):
+            if ev.finish:
+                done[ev.index] = ev.tokens
+            if ev.text or ev.finish or (want_lp and ev.logprobs):
+                body = {"id": cid, "object": "text_completion", "created": created, "model": name,
+                        "choices": [{"index": ev.index, "text": ev.text, "finish_reason": ev.finish,
+                                     "logprobs": _completion_lp(st, ev.logprobs) if want_lp else None}]}
+                if usage_on:
+                    body["usage"] = None
+                yield _sse(body)
+        if usage_on:
+            yield _sse({"id": cid, "object": "text_completion", "created": created, "model": name, "choices": [],
+                        "usage": _usage(job.prompt, done)})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

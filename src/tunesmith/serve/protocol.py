@@ -1,0 +1,138 @@
+"""Request bodies of the OpenAI API, as far as this server honours them.
+
+Unknown fields are refused (``extra="forbid"``), and known fields that cannot be honoured are refused
+by ``refuse_unhonoured`` with a 400 naming the field: a client never gets an answer that silently
+ignored what it asked for.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart]
+    name: StrictStr | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(_Body):
+    include_usage: StrictBool = False
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class _Sampling(_Body):
+    model: StrictStr
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: StrictInt = Field(0, ge=0)   # vLLM's extension; 0 = off
+    n: StrictInt = Field(1, ge=1)
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: StrictStr | None = None      # an end-user id: nothing to honour, accepted as OpenAI does
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatRequest(_Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: StrictBool | None = None
+    reasoning_effort: StrictStr | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    logprobs: StrictInt | None = Field(None, ge=0, le=5)
+    echo: StrictBool = False
+    suffix: StrictStr | None = None
+    best_of: StrictInt | None = Field(None, ge=1)
+
+
+class Refused(Exception):
+    """A request the server cannot honour: 400 naming ``param``."""
+
+    def __init__(self, param: str, message: str, code: str = "unsupported_parameter", status: int = 400):
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
+
+
+def refuse_unhonoured(req: _Sampling, *, thinking: bool, max_n: int) -> None:
+    """Every field whose value this server would have to ignore is an error instead."""
+    if req.frequency_penalty:
+        raise Refused("frequency_penalty", "frequency_penalty is not supported (only 0)")
+    if req.presence_penalty:
+        raise Refused("presence_penalty", "presence_penalty is not supported (only 0)")
+    if req.logit_bias:
+        raise Refused("logit_bias", "logit_bias is not supported")
+    if req.n > max_n:
+        raise Refused("n", f"n must be at most {max_n} on this server", "invalid_value")
+    if req.stream_options is not None and not req.stream:
+        raise Refused("stream_options", "stream_options is only allowed with stream: true", "invalid_value")
+    stops = req.stops()
+    if len(stops) > 4 or any(not s for s in stops):
+        raise Refused("stop", "stop takes up to 4 non-empty strings", "invalid_value")
+    if isinstance(req, ChatRequest):
+        if req.tools or req.tool_choice not in (None, "none") or req.parallel_tool_calls:
+            raise Refused("tools", "tool calling is not supported by this server")
+        if req.response_format is not None and req.response_format.type != "text":
+            raise Refused("response_format", f"response_format {req.response_format.type} is not supported "
+                          "(no constrained decoding): only {\"type\": \"text\"}")
+        if req.reasoning_effort is not None:
+            raise Refused("reasoning_effort", "reasoning_effort is not supported; use "
+                          "chat_template_kwargs.enable_thinking")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise Refused("top_logprobs", "top_logprobs requires logprobs: true", "invalid_value")
+        if req.max_tokens is not None and req.max_completion_tokens is not None \
+                and req.max_tokens != req.max_completion_tokens:
+            raise Refused("max_completion_tokens", "max_tokens and max_completion_tokens disagree", "invalid_value")
+        for key, val in (req.chat_template_kwargs or {}).items():
+            if key != "enable_thinking":
+                raise Refused(f"chat_template_kwargs.{key}", f"chat_template_kwargs.{key} is not supported "
+                              "(only enable_thinking)")
+            if not isinstance(val, bool):
+                raise Refused("chat_template_kwargs.enable_thinking", "enable_thinking must be true or false",
+                              "invalid_type")
+            if val and not thinking:
+                raise Refused("chat_template_kwargs.enable_thinking", "this model's chat template has no "
+                              "thinking switch")
+        for i, m in enumerate(req.messages):
+            if m.name is not None:
+                raise Refused(f"messages[{i}].name", "message names are not supported")
+    else:
+        if req.echo:
+            raise Refused("echo", "echo is not supported")
+        if req.suffix:
+            raise Refused("suffix", "suffix is not supported (no fill-in-the-middle)")
+        if req.best_of not in (None, req.n):
+            raise Refused("best_of", "best_of is not supported (only equal to n)")

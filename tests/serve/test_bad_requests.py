@@ -1,0 +1,77 @@
+"""Malformed and hostile requests: each gets a 4xx with an OpenAI-shaped error, and the server keeps answering."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from serve_helpers import NAME
+
+pytestmark = pytest.mark.xdist_group("serve")
+JSON = {"Content-Type": "application/json"}
+OK_MSG = [{"role": "user", "content": "Hi"}]
+
+
+def chat(**kw):
+    return {"model": NAME, "messages": OK_MSG, "max_tokens": 2, **kw}
+
+
+# (name, method, path, body: dict → JSON, bytes → raw, status, param the error must name or None)
+CASES = [
+    ("not json", "POST", "/v1/chat/completions", b"{bad", 400, None),
+    ("json array body", "POST", "/v1/chat/completions", b"[1, 2]", 400, None),
+    ("deeply nested json", "POST", "/v1/chat/completions", b"[" * 100000 + b"]" * 100000, 400, None),
+    ("missing messages", "POST", "/v1/chat/completions", {"model": NAME}, 400, "messages"),
+    ("empty messages", "POST", "/v1/chat/completions", chat(messages=[]), 400, "messages"),
+    ("messages is a string", "POST", "/v1/chat/completions", chat(messages="hi"), 400, "messages"),
+    ("unknown role", "POST", "/v1/chat/completions", chat(messages=[{"role": "wizard", "content": "x"}]), 400,
+     "messages.0.role"),
+    ("content is a number", "POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": 5}]), 400,
+     "messages.0.content"),
+    ("image part", "POST", "/v1/chat/completions",
+     chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400, None),
+    ("max_tokens 0", "POST", "/v1/chat/completions", chat(max_tokens=0), 400, "max_tokens"),
+    ("max_tokens a string", "POST", "/v1/chat/completions", chat(max_tokens="ten"), 400, "max_tokens"),
+    ("max_tokens past the context", "POST", "/v1/chat/completions", chat(max_tokens=10**9), 400, "max_tokens"),
+    ("temperature too high", "POST", "/v1/chat/completions", chat(temperature=5), 400, "temperature"),
+    ("n zero", "POST", "/v1/chat/completions", chat(n=0), 400, "n"),
+    ("n huge", "POST", "/v1/chat/completions", chat(n=100000), 400, "n"),
+    ("five stop strings", "POST", "/v1/chat/completions", chat(stop=list("abcde")), 400, "stop"),
+    ("tools without a tool template", "POST", "/v1/chat/completions",
+     chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    ("json response_format", "POST", "/v1/chat/completions", chat(response_format={"type": "json_object"}), 400,
+     "response_format"),
+    ("unknown field", "POST", "/v1/chat/completions", chat(foo=1), 400, "foo"),
+    ("thinking on a model without it", "POST", "/v1/chat/completions",
+     chat(chat_template_kwargs={"enable_thinking": True}), 400, "chat_template_kwargs.enable_thinking"),
+    ("top_logprobs without logprobs", "POST", "/v1/chat/completions", chat(top_logprobs=2), 400, "top_logprobs"),
+    ("frequency_penalty", "POST", "/v1/chat/completions", chat(frequency_penalty=1.0), 400, "frequency_penalty"),
+    ("stream_options without stream", "POST", "/v1/chat/completions",
+     chat(stream_options={"include_usage": True}), 400, "stream_options"),
+    ("prompt longer than the context", "POST", "/v1/chat/completions",
+     chat(messages=[{"role": "user", "content": "hello " * 9000}]), 400, "messages"),
+    ("model not served", "POST", "/v1/chat/completions", chat(model="gpt-4"), 404, "model"),
+    ("completion: empty prompt", "POST", "/v1/completions", {"model": NAME, "prompt": ""}, 400, "prompt"),
+    ("completion: token id out of range", "POST", "/v1/completions", {"model": NAME, "prompt": [-1, 10**9]}, 400,
+     "prompt"),
+    ("completion: logprobs 99", "POST", "/v1/completions", {"model": NAME, "prompt": "a", "logprobs": 99}, 400,
+     "logprobs"),
+    ("completion: echo", "POST", "/v1/completions", {"model": NAME, "prompt": "a", "echo": True}, 400, "echo"),
+    ("GET on a POST route", "GET", "/v1/chat/completions", None, 405, None),
+    ("unknown route", "POST", "/v1/embeddings", {"model": NAME, "input": "x"}, 404, None),
+]
+
+
+def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(server):
+    assert len(CASES) >= 15
+    wrong = []
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for name, method, path, body, status, param in CASES:
+            kw = {"content": body, "headers": JSON} if isinstance(body, bytes) else {"json": body}
+            r = c.request(method, path, **({} if body is None else kw))
+            err = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+            if r.status_code != status or not isinstance(err.get("message"), str) or "type" not in err \
+                    or (param is not None and err.get("param") != param):
+                wrong.append(f"{name}: {r.status_code} {r.text[:200]}")
+        assert not wrong, "\n".join(wrong)
+        assert c.get("/health").json() == {"status": "ok"}
+        r = c.post("/v1/chat/completions", json=chat(temperature=0))
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]

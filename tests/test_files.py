@@ -1,0 +1,105 @@
+"""Files on disk: written whole, with the user's umask (not mkstemp's 0600), outputs checked first;
+and running out of GPU memory in training is one line naming what to lower."""
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunesmith.errors import UserError
+from tunesmith.fsutil import check_writable_dir, check_writable_file, write_atomic
+
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _recipe(tmp_path: Path, base: Path, out: Path, steps: int = 2) -> Path:
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"answer {i}"}]}) + "\n"
+                            for i in range(8)))
+    cfg = {"model": str(base), "output_dir": str(out), "progress": False,
+           "data": {"datasets": [{"path": str(data)}], "cutoff_len": 96}, "lora": {"r": 2, "alpha": 4},
+           "train": {"max_steps": steps, "batch_size": 2, "save_every": 1}}
+    f = tmp_path / "recipe.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    return f
+
+
+def _modes(root: Path) -> tuple[set, set]:
+    files = {oct(stat.S_IMODE(p.stat().st_mode)) for p in root.rglob("*") if p.is_file()}
+    dirs = {oct(stat.S_IMODE(p.stat().st_mode)) for p in [root, *root.rglob("*")] if p.is_dir()}
+    return files, dirs
+
+
+def test_write_atomic_follows_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temp file left
+
+
+def test_run_and_merged_folders_are_0644_and_0755(tiny_model, tmp_path, umask022):
+    from tunesmith.config import build_config
+    from tunesmith.export.merge import MergeConfig, merge
+    from tunesmith.train.config import TrainConfig
+    from tunesmith.train.sft import train
+
+    run = tmp_path / "run"
+    assert train(build_config(TrainConfig, [str(_recipe(tmp_path, tiny_model, run))])) == 0
+    assert _modes(run) == ({"0o644"}, {"0o755"})
+    assert merge(MergeConfig(model=str(tiny_model), adapter=[str(run)], out=str(tmp_path / "merged"))) == 0
+    assert _modes(tmp_path / "merged") == ({"0o644"}, {"0o755"})
+
+
+def test_out_of_memory_in_training_is_one_line(tiny_model, tmp_path):
+    import torch
+
+    from tunesmith.config import build_config
+    from tunesmith.train.config import TrainConfig
+    from tunesmith.train.sft import fit, setup
+
+    run = setup(build_config(TrainConfig, [str(_recipe(tmp_path, tiny_model, tmp_path / "run", steps=3))]))
+
+    def oom(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    run.accelerator.unwrap_model(run.model).base_model.model.model.layers[0].register_forward_pre_hook(oom)
+    with pytest.raises(UserError) as e:
+        fit(run)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "out of memory at step 1 on a micro-batch of 2 rows × " in msg
+    for knob in ("train.batch_size (now 2", "data.cutoff_len (now 96)", "train.gradient_checkpointing"):
+        assert knob in msg
+    assert not (tmp_path / "run" / "adapter_model.safetensors").exists()  # not a finished-looking run
+
+
+@pytest.mark.parametrize("bad,expected", [("/proc/x/out.txt", "cannot write"), ("{dir}", "is a folder"),
+                                          ("{file}/x.txt", "is a file, not a folder")])
+def test_check_writable_file(tmp_path, bad, expected):
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(UserError, match=expected):
+        check_writable_file(bad.format(dir=tmp_path, file=tmp_path / "f"), "output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the probe left nothing behind
+    check_writable_file(tmp_path / "new" / "deeper" / "x.txt")  # folders to be made are fine
+    assert not (tmp_path / "new").exists()  # ... and not made by the check
+
+
+def test_check_writable_dir(tmp_path):
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(UserError, match="is a file"):
+        check_writable_dir(tmp_path / "f")
+    with pytest.raises(UserError, match="cannot write"):
+        check_writable_dir("/proc/x/run")
+    check_writable_dir(tmp_path / "a" / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
