@@ -62,7 +62,7 @@ def run(name: str, seq: int, bsz: int, gc: bool, method: str, tokenizer_dir: str
 
     from tunesmith.data.config import DataConfig, DatasetConfig
     from tunesmith.train.config import LoopSettings, LoraSettings, TrainConfig
-    from tunesmith.train.sft import fit, setup
+    from tunesmith.train.loop import fit, setup
 
     model_dir = build_model(name, tokenizer_dir, root)
     data = write_data(root / f"data-{seq}.jsonl", rows=bsz * (steps + 2), words=seq)  # every row > seq tokens

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import Field
 
-from tunesmith.config import Section, build_config, nearest_key, save_config
+from tunesmith.config import Section, build_config, nearest_key
+from tunesmith.fsutil import save_config
 from tunesmith.errors import ConfigError
 
 

@@ -116,7 +116,8 @@ def test_convert_recipe_maps_the_three_kinds(tmp_path, capsys):
     assert r["data"]["cutoff_len"] == 2048 and r["data"]["val_size"] == 0.1 and r["data"]["num_workers"] == 16
     assert "template" not in r["data"] and "uses the model's own chat template" in out
     assert r["train"] == {"log_every": 10, "save_every": 500, "batch_size": 1, "grad_accum": 8, "lr": 1e-4,
-                          "epochs": 3.0, "scheduler": "cosine", "warmup": 0.1, "dtype": "bf16", "eval_every": 500}
+                          "epochs": 3.0, "scheduler": "cosine", "warmup": 0.1, "eval_every": 500}
+    assert r["dtype"] == "bf16"  # the model section's dtype (train.dtype is the deprecated spelling)
     assert r["output_dir"] == "saves/llama3-8b/lora/sft"
 
     code, out, _ = convert(tmp_path, capsys, MERGE_YAML)
@@ -192,7 +193,7 @@ def test_a_yaml_of_another_kind_names_the_verb_that_runs_it(tmp_path, monkeypatc
 
 
 def test_ms_swift_self_cognition_flags_fill_the_identity_config():
-    from tunesmith.synth.identity_job import IdentityJobConfig
+    from tunesmith.jobs.identity import IdentityJobConfig
 
     argv = swift_argv(["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope",
                        "--self_cognition_sample", "500", "train.lr=2e-4"])

@@ -6,60 +6,10 @@ arguments are YAML files (``*.yaml``), overrides (``key=value``) or the verb's p
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from dataclasses import dataclass
 
 from .errors import ConfigError, UserError
-
-
-@dataclass(frozen=True)
-class Verb:
-    name: str            # "train" or "data check"
-    target: str          # "module:function"; the function takes the config, returns an exit code
-    schema: str          # "module:Class"
-    help: str
-    positional: str | None = None   # field that bare words fill (list field: all of them)
-    yaml_is_data: bool = False      # a bare .yaml names data to inspect (a recipe), not this verb's config
-
-
-VERBS = [
-    Verb("chat", "tunesmith.infer.chat:chat", "tunesmith.infer.chat:ChatConfig",
-         "talk to a model (streamed, multi-turn); --prompt answers once", positional="model"),
-    Verb("predict", "tunesmith.infer.predict:predict", "tunesmith.infer.predict:PredictConfig",
-         "answer every line of a JSONL file (batched, resumable)"),
-    Verb("data check", "tunesmith.data.commands:check", "tunesmith.data.commands:CheckConfig",
-         "name every bad row (file:row: field: problem) before any compute", positional="specs",
-         yaml_is_data=True),
-    Verb("data convert", "tunesmith.data.commands:convert", "tunesmith.data.commands:ConvertConfig",
-         "convert a dataset to alpaca, sharegpt or messages JSONL", positional="paths"),
-    Verb("data stats", "tunesmith.data.commands:stats", "tunesmith.data.commands:StatsConfig",
-         "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True),
-    Verb("train", "tunesmith.train.sft:train", "tunesmith.train.config:TrainConfig",
-         "supervised fine-tuning: LoRA or full (recipe YAML + overrides)"),
-    Verb("identity", "tunesmith.synth.identity_job:identity", "tunesmith.synth.identity_job:IdentityJobConfig",
-         "the identity journey: synth → train (LoRA) → eval → before/after report"),
-    Verb("eval identity", "tunesmith.eval.identity:eval_identity", "tunesmith.eval.identity:EvalIdentityConfig",
-         "identity hit rates, leak rate and closeness to base, base vs tuned"),
-    Verb("eval probes", "tunesmith.eval.probes:eval_probes", "tunesmith.eval.probes:EvalProbesConfig",
-         "task accuracy: does each answer contain the expected text?"),
-    Verb("pipeline", "tunesmith.pipeline:pipeline", "tunesmith.pipeline:PipelineConfig",
-         "stages that stack: train → merge → train on the merge → merge, one folder each"),
-    Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
-         "merge adapters into the base and verify the logits", ),
-    Verb("convert-recipe", "tunesmith.lf_compat:convert_recipe", "tunesmith.lf_compat:ConvertRecipeConfig",
-         "translate a LLaMA-Factory YAML (train, merge or inference) into a tunesmith recipe", positional="path",
-         yaml_is_data=True),
-    Verb("serve", "tunesmith.serve:serve", "tunesmith.serve:ServeConfig",
-         "OpenAI-compatible server with batching and a chat page at /", positional="model"),
-]
-GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
-          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)"}
-
-
-def _load(ref: str):
-    mod, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(mod), attr)
+from .registry import GROUPS, VERBS, Verb, load as _load
 
 
 def _default_text(info, desc: str) -> str:
@@ -216,6 +166,12 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
                 yamls.remove(y)
                 values = {**lf.values, **values}
     cfg = build_config(schema, yamls, overrides, values)
+    if yamls and "output_dir" in schema.model_fields and cfg.output_dir is None:
+        from pathlib import Path
+
+        from .fsutil import default_run_dir
+
+        cfg.output_dir = default_run_dir(Path(yamls[-1]).stem)  # runs/<recipe name>-<time>
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
-from .fsutil import write_atomic  # noqa: F401  (re-exported: long-standing import path)
 
 
 class Section(BaseModel):
@@ -36,6 +35,38 @@ def _check_device(v: str | None) -> str | None:
 
 # Every config's ``device`` field: checked when the config is read, before anything loads.
 Device = Annotated[str | None, AfterValidator(_check_device)]
+
+# The embedded default model (models/resolve.py knows how to import it).
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "auto")
+
+
+def _check_dtype(v: str | None) -> str | None:
+    if v is None or v in DTYPES:
+        return v
+    raise ValueError(f"'{v}' is not a dtype: choose bf16, fp16, fp32 or auto")
+
+
+Dtype = Annotated[str | None, AfterValidator(_check_dtype)]
+
+
+class ModelSection(Section):
+    """The one model section: every verb that loads a model takes these fields, validated here.
+    (Verbs may narrow a field — e.g. ``eval`` makes ``model`` required — but never rename it.)"""
+
+    model: str = Field(DEFAULT_MODEL, description="model: built-in alias, HF folder, .gguf file, "
+                                                           "hub id, run folder or merged folder")
+    dtype: Dtype = Field(None, description="bf16, fp16, fp32 or auto (default: bf16 on CUDA, fp32 on CPU)")
+    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
+    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder (only for "
+                                                       "models you trust)")
+
+
+class AdaptedModelSection(ModelSection):
+    """A model plus LoRA adapters applied in order (chat, predict, eval, serve, export)."""
+
+    adapter: list[str] = Field(default_factory=list, description="PEFT adapter / run folder(s) applied in order")
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -195,8 +226,3 @@ def _nest(dotted: str) -> dict:
     d: dict = {}
     _set_dotted(d, dotted, None)
     return d
-
-
-def save_config(cfg: BaseModel, path: str | Path) -> None:
-    """The resolved config as YAML, next to an output."""
-    write_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -150,3 +150,29 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 def remove_tree(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def default_run_dir(name: str) -> str:
+    """The one default run folder: ``runs/<recipe name>-<time>`` (the verb's name without a recipe)."""
+    import time
+
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def sha256_file(path: str | Path, into=None, chunk: int = 1 << 22) -> str:
+    """The one file hash: sha256 of ``path``'s bytes as ``sha256sum`` prints it; with ``into``
+    (a hashlib object) the bytes are fed to it instead, for hashes over several files."""
+    import hashlib
+
+    h = into if into is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """The resolved config (a pydantic model) as YAML, next to an output."""
+    import yaml
+
+    write_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import yaml
 from pydantic import Field
 
-from .config import Section, _set_dotted, read_yaml, write_atomic
+from .config import Section, _set_dotted, read_yaml
+from .fsutil import write_atomic
 from .errors import ConfigError
 
 # Keys only LLaMA-Factory configs have at the top level (tunesmith's own top-level keys differ).
@@ -234,9 +235,9 @@ TRAIN: dict[str, tuple[str, Callable, str]] = {
     "gradient_checkpointing": ("train.gradient_checkpointing", to("train.gradient_checkpointing", _bool), ""),
     "disable_gradient_checkpointing": ("train.gradient_checkpointing", to("train.gradient_checkpointing",
                                                                           lambda v: not _bool(v)), ""),
-    "bf16": ("train.dtype", _flag("train.dtype", "bf16"), "true → bf16"),
-    "pure_bf16": ("train.dtype", _flag("train.dtype", "bf16"), "true → bf16"),
-    "fp16": ("train.dtype", _flag("train.dtype", "fp16"), "true → fp16"),
+    "bf16": ("dtype", _flag("dtype", "bf16"), "true → bf16"),
+    "pure_bf16": ("dtype", _flag("dtype", "bf16"), "true → bf16"),
+    "fp16": ("dtype", _flag("dtype", "fp16"), "true → fp16"),
     "seed": ("train.seed, data.seed", lambda v, ctx: dict.fromkeys(("train.seed", "data.seed"),
                                                                    _num(int, 0, strict=False)(v)), ""),
     "logging_steps": ("train.log_every", to("train.log_every", _num(int)), ""),
@@ -383,7 +384,7 @@ def run_translated(tr: Translation, cfg, target: Callable) -> int:
     if tr.kind != "train":
         return int(target(cfg) or 0)
     if cfg.output_dir is None:  # name the folder now, so the YAMLs can go there
-        from .train.sft import default_run_dir
+        from .fsutil import default_run_dir
 
         cfg = cfg.model_copy(update={"output_dir": default_run_dir()})
     run = Path(cfg.output_dir)

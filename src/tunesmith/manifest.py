@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import write_atomic
+from .fsutil import write_atomic
 
 WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -44,7 +44,7 @@ def model_hash(model_dir: str | Path) -> str:
     Cached by path, size and mtime, since hashing an 8B model takes tens of seconds."""
     import hashlib
 
-    from .models.resolve import sha256_file
+    from .fsutil import sha256_file
 
     d = Path(model_dir).resolve()
     files = sorted(p for p in d.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")

@@ -9,7 +9,8 @@ from lf_folder import IDENTITY, build_lf_folder
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
-from tunesmith.synth.identity import IdentityNames, user_identity_messages
+from tunesmith.data.names import IdentityNames
+from tunesmith.synth.identity import user_identity_messages
 
 
 def test_user_rows_are_filled(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ Entry points for training code: ``build_sft_data`` (load → check → render �
 ``load_conversations`` / ``load_preferences`` (one dataset's rows) and ``render``.
 """
 from .build import SFTData, build_sft_data
-from .check import check_specs
+from .audit import check_specs
 from .config import DataConfig, DatasetConfig
 from .load import load_conversations, load_dataset, load_preferences
 from .render import IGNORE, render, render_many, template_messages

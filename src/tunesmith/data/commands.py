@@ -9,11 +9,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import Section, write_atomic
+from ..config import Section
+from ..fsutil import write_atomic
 from ..errors import UserError
 from ..fsutil import check_writable_dir, check_writable_file
-from ..models.resolve import DEFAULT_MODEL
-from .check import DatasetCheck, check_specs, percentile
+from ..config import DEFAULT_MODEL
+from .audit import DatasetCheck, check_specs, percentile
 from .config import Format
 from .convert import WRITERS
 from .formats import RowError

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fsutil import sha256_file
 from .types import Problem
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -64,9 +65,7 @@ def sha256_files(files: list[Path]) -> str:
     for f in files:
         if len(files) > 1:
             h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
+        sha256_file(f, into=h)
     return h.hexdigest()
 
 

@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Device, Section, write_atomic
+from ..config import AdaptedModelSection
+from ..fsutil import write_atomic
 from ..infer import Engine, GenParams
 from ..manifest import model_hash
 from ..models import resolve_model, tunesmith_home
-from ..synth.identity import LANGS, IdentityNames, Lang, general_probes, identity_probes
+from ..data.names import LANGS, IdentityNames, Lang
 from . import metrics
 
 
-class EvalIdentityConfig(Section):
+def _asset(name: str) -> list[dict]:
+    text = resources.files("tunesmith.eval").joinpath("assets", name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def identity_probes(languages: list[str] | tuple[str, ...] = LANGS) -> list[dict]:
+    """Held-out probes (``lang, query, asks``): worded apart from the training rows, never trained on."""
+    return [r for r in _asset("identity_probes.jsonl") if r["lang"] in languages]
+
+
+def general_probes(languages: list[str] | tuple[str, ...] = LANGS) -> list[dict]:
+    """Held-out general prompts for the leak rate and closeness to the base model."""
+    return [r for r in _asset("general_probes.jsonl") if r["lang"] in languages]
+
+
+class EvalIdentityConfig(AdaptedModelSection):
     model: str = Field(..., description="the tuned model (or its base when adapter is set)")
     adapter: list[str] = Field(default_factory=list, description="adapter(s) that make the tuned model")
     base: str | None = Field(None, description="base to compare with (default: model, when adapter is set)")
@@ -31,8 +48,6 @@ class EvalIdentityConfig(Section):
     out: str | None = Field(None, description="folder for report.md and report.json (default: print only)")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
     max_new_tokens: int = Field(64, gt=0, description="answer length; the name comes early in an answer")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
 
     def identity(self) -> IdentityNames:
         return self.names.with_shortcuts(self.name, self.author, "eval identity")
@@ -56,7 +71,7 @@ def answer_probes(model: str, adapter: list[str], cfg: EvalIdentityConfig, cache
         path = tunesmith_home() / "eval-cache" / f"{model_hash(resolve_model(model))[:16]}-{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
-    engine = Engine.load(model, adapter or None, cfg.dtype, cfg.device)
+    engine = Engine.load(model, adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code)
     result = {"identity": _answers(engine, id_q, cfg), "general": _answers(engine, gen_q, cfg)}
     del engine
     if path is not None:

@@ -9,20 +9,19 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Device, Section, write_atomic
+from ..config import AdaptedModelSection
+from ..fsutil import write_atomic
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
 
 
-class EvalProbesConfig(Section):
-    model: str = Field(..., description="model: alias, HF folder (a merged stage too), .gguf or hub id")
-    adapter: list[str] = Field(default_factory=list, description="adapter(s) applied in order")
+class EvalProbesConfig(AdaptedModelSection):
+    model: str = Field(..., description="model: alias, HF folder (a merged stage too), .gguf, hub id or run folder")
     probes: str = Field(..., description="JSONL file of {prompt, expect} rows")
     out: str | None = Field(None, description="write probes.json (answers and the score) here")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
     max_new_tokens: int = Field(64, gt=0, description="answer length")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
 
 
 def read_probes(path: str | Path) -> list[dict]:
@@ -51,7 +50,7 @@ def run_probes(cfg: EvalProbesConfig) -> dict:
     probes = read_probes(cfg.probes)
     if cfg.out:
         check_writable_dir(cfg.out, "out")
-    engine = Engine.load(cfg.model, cfg.adapter or None, device=cfg.device)
+    engine = Engine.load(cfg.model, cfg.adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code)
     answers: list[str] = []
     params = GenParams(max_new_tokens=cfg.max_new_tokens)
     for i in range(0, len(probes), cfg.batch_size):

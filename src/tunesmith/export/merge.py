@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from ..config import Device, Section, save_config
+from ..config import AdaptedModelSection, Device, Dtype
+from ..fsutil import save_config
 from ..errors import UserError
 from ..fsutil import check_writable_dir, fix_modes
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
@@ -45,7 +46,7 @@ PROBES = [
 ]
 
 
-class MergeConfig(Section):
+class MergeConfig(AdaptedModelSection):
     model: str | None = Field(None, description="base model (alias, HF folder, .gguf, hub id); unset: the base "
                                                 "named by the first adapter's manifest.json or adapter_config.json")
     adapter: list[str] = Field(..., min_length=1, description="LoRA adapter / training run folder(s), merged in "
@@ -53,7 +54,7 @@ class MergeConfig(Section):
     out: str = Field(..., description="folder to write the merged model to (must not exist or be empty)")
     overwrite: bool = Field(False, description="replace out when it already holds files")
     shard_size: str = Field("2GB", description="largest safetensors shard, e.g. 2GB, 500MB, 4GiB")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 for the saved weights; unset: the base's own "
+    dtype: Dtype = Field(None, description="bf16, fp16 or fp32 for the saved weights; unset: the base's own "
                                                 "dtype from its config.json")
     device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto; unset: cuda if present. The model is "
                                              "held in fp32 once: pick cpu when the GPU can't hold 4 bytes per parameter")
@@ -63,7 +64,6 @@ class MergeConfig(Section):
     probes: int = Field(4, ge=1, le=len(PROBES), description="how many fixed chat prompts to compare logits on")
     check_base: bool = Field(True, description="refuse adapters whose manifest says they were trained on another "
                                                "base (false: only the shape check runs)")
-    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
 
     @field_validator("shard_size")
     @classmethod

@@ -5,21 +5,15 @@ import sys
 
 from pydantic import Field
 
-from ..config import Device, Section
-from ..models import DEFAULT_MODEL
+from ..config import AdaptedModelSection
 from .engine import Engine, GenParams
 
 HELP = "commands: /reset (new conversation), /system TEXT (set the system prompt), /exit"
 
 
-class ChatConfig(Section):
-    model: str = Field(DEFAULT_MODEL, description="model: built-in alias, HF folder, .gguf file, hub id or run folder")
-    adapter: list[str] = Field(default_factory=list, description="PEFT adapter folder(s) applied in order")
+class ChatConfig(AdaptedModelSection):
     system: str | None = Field(None, description="system prompt (else the template's default)")
     prompt: str | None = Field(None, description="answer this one prompt and exit (scriptable)")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
-    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     gen: GenParams = Field(default_factory=GenParams, description="generation parameters")
 
 

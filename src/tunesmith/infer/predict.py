@@ -14,23 +14,17 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Device, Section
+from ..config import AdaptedModelSection
 from ..errors import UserError
 from ..jsonl import read_jsonl
-from ..models import DEFAULT_MODEL
 from .engine import Engine, GenParams
 
 
-class PredictConfig(Section):
-    model: str = Field(DEFAULT_MODEL, description="model: built-in alias, HF folder, .gguf file, hub id or run folder")
-    adapter: list[str] = Field(default_factory=list, description="PEFT adapter folder(s) applied in order")
+class PredictConfig(AdaptedModelSection):
     input: str = Field(..., description="JSONL file: one {messages: [...]} or {prompt: ...} per line")
     output: str = Field(..., description="JSONL file to write (appended to on a rerun)")
     batch_size: int = Field(8, gt=0, description="prompts per generation batch")
     system: str | None = Field(None, description="system prompt added to rows that have none")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
-    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     progress: bool = Field(True, description="show a progress bar")
     gen: GenParams = Field(default_factory=GenParams, description="generation parameters")
 

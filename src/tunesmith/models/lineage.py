@@ -24,7 +24,7 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 def adapter_hash(adapter: str | Path) -> str:
     """sha256 over an adapter's weights and config, leaving out the base path it names:
     the same adapter copied elsewhere, or pointing at a moved base, keeps its hash."""
-    from ..models.resolve import sha256_file
+    from ..fsutil import sha256_file
 
     adapter = Path(adapter)
     cfg = json.loads(adapter.joinpath("adapter_config.json").read_text())

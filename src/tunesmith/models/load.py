@@ -168,7 +168,3 @@ def load_model(spec: str, adapters: list[str] | str | None = None, dtype: str | 
     tok = load_tokenizer(model_dir, adapters[-1] if adapters else None, trust_remote_code)
     return model, tok, model_dir
 
-
-def adapter_base(adapter: str | Path) -> str | None:
-    cfg = json.loads(Path(adapter).joinpath("adapter_config.json").read_text())
-    return cfg.get("base_model_name_or_path")

@@ -6,7 +6,6 @@ reachable). GGUF imports are atomic: a folder appears in the cache only complete
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import sha256_file
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,12 @@ ALIASES: dict[str, Embedded] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def tunesmith_home() -> Path:
     """Cache root: ``$TUNESMITH_HOME`` or ``~/.cache/tunesmith``."""
     env = os.environ.get("TUNESMITH_HOME")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "tunesmith"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def embedded_gguf(alias: str) -> Path:

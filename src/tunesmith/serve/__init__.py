@@ -6,14 +6,11 @@ import re
 
 from pydantic import Field, field_validator
 
-from ..config import Device, Section
+from ..config import AdaptedModelSection
 from ..errors import UserError
-from ..models import DEFAULT_MODEL
 
 
-class ServeConfig(Section):
-    model: str = Field(DEFAULT_MODEL, description="model: built-in alias, HF folder, .gguf file, hub id, run or merged folder")
-    adapter: list[str] = Field(default_factory=list, description="PEFT adapter folder(s) applied in order")
+class ServeConfig(AdaptedModelSection):
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
     served_name: str | None = Field(None, description="model id clients send and /v1/models lists (default: MODEL's name)")
@@ -27,9 +24,6 @@ class ServeConfig(Section):
     max_tokens: int = Field(512, ge=1, description="completion tokens when a chat request does not say")
     max_n: int = Field(8, ge=1, description="largest n (choices per request) accepted")
     max_model_len: int | None = Field(None, ge=1, description="cap on prompt + completion tokens (default: the model's)")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: Device = Field(None, description="cpu, cuda, cuda:1 … (default: cuda if present)")
-    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
 
     @field_validator("api_key_env")
     @classmethod

@@ -11,7 +11,7 @@ import random
 import re
 from pathlib import Path
 
-from ..config import write_atomic
+from ..fsutil import write_atomic
 from ..infer import GenParams
 from ..infer.predict import PredictConfig, predict
 from ..manifest import model_hash
@@ -32,7 +32,8 @@ def trim_to_sentence(text: str, keep_at_least: float = 0.3) -> str:
 
 
 def replay_rows(model: str, languages: list[str], count: int | None, max_new_tokens: int, batch_size: int,
-                seed: int = 0, dtype: str | None = None, device: str | None = None) -> tuple[list[dict], dict]:
+                seed: int = 0, dtype: str | None = None, device: str | None = None,
+                trust_remote_code: bool = False) -> tuple[list[dict], dict]:
     """``({"messages": [...]}, info)``: the base model's own answers to ``count`` shipped prompts.
     Answers that ran into ``max_new_tokens`` are trimmed to their last full sentence (training
     on a cut-off answer would teach the model to stop mid-sentence)."""
@@ -49,10 +50,11 @@ def replay_rows(model: str, languages: list[str], count: int | None, max_new_tok
         write_atomic(inp, "".join(json.dumps({"id": str(i), "prompt": t}, ensure_ascii=False) + "\n"
                                   for i, t in enumerate(texts)))
     predict(PredictConfig(model=model, input=str(inp), output=str(out), batch_size=batch_size, dtype=dtype,
-                          device=device, progress=True, gen=GenParams(max_new_tokens=max_new_tokens)))
+                          device=device, trust_remote_code=trust_remote_code, progress=True,
+                          gen=GenParams(max_new_tokens=max_new_tokens)))
     from ..models import load_tokenizer
 
-    tok = load_tokenizer(resolve_model(model))
+    tok = load_tokenizer(resolve_model(model), trust_remote_code=trust_remote_code)
     rows, trimmed, dropped = [], 0, 0
     for line in Path(out).read_text(encoding="utf-8").splitlines():
         r = json.loads(line)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-IGNORE = -100
+from ..data.render import IGNORE  # the one label-ignore value (what the model's loss skips)
 
 
 def plan_epoch(lengths: list[int], global_batch: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
@@ -54,8 +54,3 @@ def collate(rows: list[dict], pad_id: int):
         labels[j, :n] = torch.tensor(r["labels"])
         mask[j, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def target_tokens(labels) -> int:
-    """Tokens that count toward the loss (labels are shifted by one inside the model)."""
-    return int((labels[:, 1:] != IGNORE).sum())

@@ -1,13 +1,12 @@
-"""The SFT recipe's schema: ``tunesmith train recipe.yaml lora.r=32 train.lr=2e-4``."""
+"""The training recipe's schema: ``tunesmith train recipe.yaml lora.r=32 train.lr=2e-4``."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Device, Section
+from ..config import DTYPES, Dtype, ModelSection, Section
 from ..data.config import DataConfig
-from ..models import DEFAULT_MODEL
 
 
 class LoraSettings(Section):
@@ -36,27 +35,47 @@ class LoopSettings(Section):
     seed: int = Field(42, description="seed for initialisation, data order and dropout")
     group_by_length: bool = Field(True, description="batch rows of similar length together so padding stays small")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    dtype: Dtype = Field(None, description="deprecated: use dtype (the top-level field; still read from old recipes)")
     log_every: int = Field(1, gt=0, description="log train metrics every N steps")
     eval_every: int | None = Field(None, gt=0, description="evaluate on the val split every N steps (and at the end)")
     save_every: int | None = Field(None, gt=0, description="checkpoint every N steps (and at the end)")
     keep_last: int = Field(2, gt=0, description="checkpoints to keep")
 
 
-class TrainConfig(Section):
-    model: str = Field(DEFAULT_MODEL, description="base: built-in alias, HF folder (a merged run too), .gguf or hub id")
+def lift_train_dtype(data):
+    """Old recipes set ``train.dtype``; it now lives in the model section as ``dtype``. Move it
+    there before validation (a config that sets both to different values is refused)."""
+    if not isinstance(data, dict):
+        return data
+    train = data.get("train")
+    old = train.get("dtype") if isinstance(train, dict) else getattr(train, "dtype", None)
+    if old is None:
+        return data
+    if old not in DTYPES:  # named as the user wrote it, not as the field it moves to
+        raise ValueError(f"train.dtype: '{old}' is not a dtype: choose bf16, fp16, fp32 or auto (and set it as dtype: "
+                         "train.dtype is deprecated)")
+    if data.get("dtype") not in (None, old):
+        raise ValueError(f"train.dtype ({old}) and dtype ({data['dtype']}) disagree: train.dtype is deprecated, "
+                         "set dtype only")
+    train = {**train, "dtype": None} if isinstance(train, dict) else train.model_copy(update={"dtype": None})
+    return {**data, "dtype": old, "train": train}
+
+
+class TrainConfig(ModelSection):
     adapter: str | None = Field(None, description="continue training this existing LoRA adapter (a run folder)")
+    objective: Literal["sft"] = Field("sft", description="what is learned: sft (supervised fine-tuning on the "
+                                                         "answers); dpo (preference pairs) comes later")
     method: Literal["lora", "full"] = Field("lora", description="lora: train an adapter; full: train every weight")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora)")
     data: DataConfig = Field(default_factory=DataConfig, description="datasets, mixing and rendering")
     train: LoopSettings = Field(default_factory=LoopSettings, description="optimizer, schedule and loop")
-    output_dir: str | None = Field(None, description="run folder (default: runs/<recipe name>-<time>)")
+    output_dir: str | None = Field(None, description="run folder (default: runs/<objective>-<time>)")
     resume: bool | Literal["auto"] = Field(False, description="true: continue from the run folder's last checkpoint; "
                                                               "auto: continue if there is one")
     nproc: int = Field(1, gt=0, description="data-parallel processes to launch (through torch.distributed / accelerate)")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
-    trust_remote_code: bool = Field(False, description="run model code shipped with the model folder")
     progress: bool = Field(True, description="show a progress bar")
+
+    _lift_dtype = model_validator(mode="before")(lift_train_dtype)
 
     @model_validator(mode="after")
     def _check(self):

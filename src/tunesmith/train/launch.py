@@ -12,8 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..config import save_config
+from ..fsutil import save_config
 from .config import TrainConfig
+from ..fsutil import default_run_dir
+from .prepare import check_run_dir, prepare_data
 
 # NVLink multicast can take a shared host's GPUs out of service: keep it off in every launch.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -26,10 +28,8 @@ def _free_port() -> int:
 
 
 def launch(cfg: TrainConfig) -> int:
-    from .sft import check_run_dir, default_run_dir, prepare_data
-
     prepare_data(cfg)
-    out = cfg.output_dir or default_run_dir()
+    out = cfg.output_dir or default_run_dir(cfg.objective)
     check_run_dir(Path(out), cfg.resume)
     resolved = cfg.model_copy(update={"output_dir": out})
     with tempfile.TemporaryDirectory(prefix="tunesmith-launch-") as tmp:

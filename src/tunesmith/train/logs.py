@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from ..config import write_atomic
+from ..fsutil import write_atomic
 
 
 class RunLog:

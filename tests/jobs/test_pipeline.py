@@ -53,3 +53,57 @@ def test_pipeline_typo_in_a_later_stage_fails_before_training(tiny_model, tmp_pa
     err = capsys.readouterr().err
     assert "'dtyp'" in err and "stage 2 'two'" in err and "did you mean 'dtype'" in err
     assert not (tmp_path / "p").exists()
+
+
+# A toy verb, registered here: the pipeline runs it as a stage with no edit to the pipeline.
+from pydantic import Field  # noqa: E402
+
+from tunesmith.config import Section  # noqa: E402
+
+
+class ToyConfig(Section):
+    model: str = Field(..., description="the model it is given")
+    output_dir: str = Field(..., description="its folder")
+    word: str = Field(..., description="what it writes")
+
+
+def toy(cfg: ToyConfig) -> int:
+    from pathlib import Path
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True)
+    (out / "seen.json").write_text(json.dumps({"model": cfg.model, "word": cfg.word}))
+    return 0
+
+
+def test_a_registered_toy_verb_is_a_stage_kind(tmp_path, monkeypatch, capsys):
+    from tunesmith import registry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "VERBS", list(registry.VERBS))  # the registration ends with the test
+    registry.register(registry.Verb("toy", f"{__name__}:toy", f"{__name__}:ToyConfig", "a toy",
+                                    consumes=("model",), produces=("merged",), output_field="output_dir"))
+    registry.register(registry.Verb("toy look", f"{__name__}:toy", f"{__name__}:ToyConfig", "a toy that looks",
+                                    consumes=("model",), produces=("report",), output_field="output_dir"))
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "base-model", "output_dir": str(tmp_path / "p"), "stages": [
+        {"stage": "make", "job": "toy", "word": "one"},
+        {"stage": "look", "job": "toy_look", "word": "two"},
+    ]}))
+    assert main(["pipeline", str(recipe)]) == 0
+    first = json.loads((tmp_path / "p" / "1-make" / "seen.json").read_text())
+    second = json.loads((tmp_path / "p" / "2-look" / "seen.json").read_text())
+    assert first == {"model": "base-model", "word": "one"}
+    assert second == {"model": str(tmp_path / "p" / "1-make"), "word": "two"}  # what stage 1 produced
+    m = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert [s["kind"] for s in m["stages"]] == ["toy", "toy_look"]
+    assert m["final_model"] == str((tmp_path / "p" / "1-make").resolve())
+    # the toy's own schema validates its stage: a typo is one line naming the stage, before any stage runs
+    recipe.write_text(yaml.safe_dump({"model": "m", "output_dir": str(tmp_path / "q"), "stages": [
+        {"stage": "make", "job": "toy", "word": "one"}, {"stage": "bad", "job": "toy", "wrod": "x"}]}))
+    assert main(["pipeline", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "stage 2 'bad'" in err and "did you mean 'word'" in err and not (tmp_path / "q" / "1-make").exists()
+    recipe.write_text(yaml.safe_dump({"model": "m", "stages": [{"stage": "x", "job": "nope"}]}))
+    assert main(["pipeline", str(recipe)]) == 1
+    assert "job 'nope' is not a verb (choose from" in capsys.readouterr().err

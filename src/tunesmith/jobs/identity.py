@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..config import Device, Section, save_config, write_atomic
+from ..config import ModelSection, Section
+from ..fsutil import save_config, write_atomic
 from ..data.config import DataConfig, DatasetConfig
 from ..errors import UserError
 from ..manifest import read_manifest, write_manifest
-from ..models import DEFAULT_MODEL
-from ..train.config import LoopSettings, LoraSettings, TrainConfig
-from .identity import LANGS, IdentityNames, Lang, identity_messages, user_identity_messages
+from ..train.config import LoopSettings, LoraSettings, TrainConfig, lift_train_dtype
+from ..data.names import LANGS, IdentityNames, Lang
+from ..synth.identity import identity_messages, user_identity_messages
 
 
 class ReplaySettings(Section):
@@ -32,13 +33,16 @@ class ReplaySettings(Section):
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
 
 
-class IdentityJobConfig(Section):
+# What the identity journey trains with unless the recipe says otherwise.
+TRAIN_DEFAULTS = {"lr": 1e-3, "epochs": 3, "batch_size": 8, "warmup": 0.05}
+
+
+class IdentityJobConfig(ModelSection):
     name: str | None = Field(None, description="the new name")
     author: str | None = Field(None, description="the new author / creator")
     names: IdentityNames = Field(default_factory=IdentityNames,
                                  description="per-language values: names.name_zh, names.author_en …")
-    model: str = Field(DEFAULT_MODEL, description="base model: alias, HF folder, .gguf or hub id")
-    output_dir: str | None = Field(None, description="run folder (default: runs/identity-<time>)")
+    output_dir: str | None = Field(None, description="run folder (default: runs/<recipe name>-<time>, or runs/identity-<time>)")
     languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
     identity_samples: int | None = Field(None, gt=0, description="identity rows in the mix, upsampled by whole "
                                                                  "repetitions (default: each shipped row once)")
@@ -48,15 +52,26 @@ class IdentityJobConfig(Section):
     extra_data: list[DatasetConfig] = Field(default_factory=list, description="your own general data to mix in "
                                             "(placeholders {{NAME}}/{{AUTHOR}} are filled here too)")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings")
-    train: LoopSettings = Field(default_factory=lambda: LoopSettings(lr=1e-3, epochs=3, batch_size=8, warmup=0.05),
-                                description="optimizer, schedule and loop")
+    train: LoopSettings = Field(default_factory=lambda: LoopSettings(**TRAIN_DEFAULTS),
+                                description="optimizer, schedule and loop (identity defaults: lr 1e-3, 3 epochs, "
+                                            "batch 8, warmup 0.05)")
     cutoff_len: int = Field(512, gt=0, description="tokens per training row")
     eval: bool = Field(True, description="run the before/after identity evaluation")
     eval_max_new_tokens: int = Field(64, gt=0, description="answer length in the evaluation")
     resume: bool | Literal["auto"] = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
-    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)")
-    device: Device = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: cuda if present)")
+    nproc: int = Field(1, gt=0, description="data-parallel training processes (as `tunesmith train --nproc`)")
     progress: bool = Field(True, description="show progress bars")
+
+    _lift_dtype = model_validator(mode="before")(lift_train_dtype)  # old recipes' train.dtype
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_defaults(cls, data):
+        """``train.lr=2e-4`` changes the lr and keeps the identity defaults of the other fields
+        (without this the whole section would fall back to the general training defaults)."""
+        if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            data = {**data, "train": {**TRAIN_DEFAULTS, **data["train"]}}
+        return data
 
     def identity(self) -> IdentityNames:
         return self.names.with_shortcuts(self.name, self.author, "identity")
@@ -69,7 +84,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def _fill_extra(ds: DatasetConfig, names: IdentityNames, dest: Path) -> DatasetConfig:
     """A user dataset with placeholders filled, written as messages JSONL."""
     from ..data import load_conversations
-    from .identity import fill
+    from ..data.names import fill
 
     convs, problems = load_conversations(ds)
     if problems:
@@ -86,18 +101,18 @@ def identity(cfg: IdentityJobConfig) -> int:
     from ..eval.identity import EvalIdentityConfig, print_table, report_markdown, run_eval
     from ..models import load_tokenizer, resolve_model
     from ..models.template import supports_thinking
-    from ..train.sft import setup, fit
+    from ..train import train
 
     t0 = time.time()
     names = cfg.identity()
-    from ..fsutil import check_writable_dir  # an unwritable output_dir is refused before any model loads
+    from ..fsutil import check_writable_dir, default_run_dir  # an unwritable output_dir: refused before any load
 
     check_writable_dir(cfg.output_dir or "runs", "output_dir")
-    thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model)))
+    thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
     # Either fails on a missing value or a bad row before any work.
     rows = (user_identity_messages(cfg.identity_data, names) if cfg.identity_data
             else identity_messages(names, cfg.languages, thinking))
-    run = Path(cfg.output_dir or f"runs/identity-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = Path(cfg.output_dir or default_run_dir("identity"))
     if (read_manifest(run) or {}).get("status") == "done" and (run / "eval" / "report.json").is_file():
         raise UserError(f"{run} already holds a finished identity run: choose another output_dir")
     data_dir = run / "data"
@@ -106,11 +121,12 @@ def identity(cfg: IdentityJobConfig) -> int:
                               samples=cfg.identity_samples)]
     replay_info = None
     if cfg.replay.enabled:
-        from .replay import replay_rows
+        from ..synth.replay import replay_rows
 
         print("replay: the base model answers general prompts (cached per base model) …")
         rrows, replay_info = replay_rows(cfg.model, cfg.languages, cfg.replay.prompts, cfg.replay.max_new_tokens,
-                                         cfg.replay.batch_size, cfg.train.seed, cfg.dtype, cfg.device)
+                                         cfg.replay.batch_size, cfg.train.seed, cfg.dtype, cfg.device,
+                                         cfg.trust_remote_code)
         if rrows:
             _write_jsonl(data_dir / "replay.jsonl", rrows)
             datasets.append(DatasetConfig(path=str(data_dir / "replay.jsonl"), format="messages", name="replay",
@@ -119,16 +135,18 @@ def identity(cfg: IdentityJobConfig) -> int:
             print("replay: no usable answer from the base model (none ended a sentence); training without replay")
     datasets += [_fill_extra(ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
 
-    train_cfg = TrainConfig(model=cfg.model, method="lora", lora=cfg.lora,
-                            train=cfg.train.model_copy(update={"dtype": cfg.dtype}),
+    train_cfg = TrainConfig(model=cfg.model, dtype=cfg.dtype, device=cfg.device,
+                            trust_remote_code=cfg.trust_remote_code, method="lora", lora=cfg.lora, train=cfg.train,
                             data=DataConfig(datasets=datasets, cutoff_len=cfg.cutoff_len, seed=cfg.train.seed),
-                            output_dir=str(run), resume=cfg.resume, device=cfg.device, progress=cfg.progress)
+                            output_dir=str(run), resume=cfg.resume, nproc=cfg.nproc, progress=cfg.progress)
     used = f"{cfg.identity_samples} sampled from {len(rows)}" if cfg.identity_samples else str(len(rows))
     print(f"train: LoRA r={cfg.lora.r} on {used} identity rows"
           + (f" + {replay_info['kept']} replay rows" if replay_info else "") + f" → {run}")
     t_train = time.time()
     if (read_manifest(run) or {}).get("status") != "done":
-        code = fit(setup(train_cfg))
+        # The entry point of `tunesmith train`: with nproc > 1 it launches N processes and returns
+        # when they have all finished, so evaluation below runs once, here.
+        code = train(train_cfg)
         if code:
             return code
     save_config(cfg, run / "identity.yaml")
@@ -138,7 +156,8 @@ def identity(cfg: IdentityJobConfig) -> int:
         print("eval: base vs tuned on held-out probes …")
         rep = run_eval(EvalIdentityConfig(model=cfg.model, adapter=[str(run)], names=names, languages=cfg.languages,
                                           out=str(run / "eval"), max_new_tokens=cfg.eval_max_new_tokens,
-                                          dtype=cfg.dtype, device=cfg.device))
+                                          dtype=cfg.dtype, device=cfg.device,
+                                          trust_remote_code=cfg.trust_remote_code))
         print_table(rep)
         scores = {"base": rep["base"]["scores"], "tuned": rep["tuned"]["scores"]}
         write_atomic(run / "eval" / "report.md", report_markdown(rep))
@@ -149,3 +168,17 @@ def identity(cfg: IdentityJobConfig) -> int:
     write_manifest(run, m)
     print(f"done in {time.time() - t0:.0f}s: {run} (report: {run / 'eval' / 'report.md'})")
     return 0
+
+
+def final_check(cfg: IdentityJobConfig, model: str, base: str, out: Path) -> dict:
+    """The pipeline's check on its final model: does the identity this stage taught survive the
+    later stages? (The registry names this function for the identity verb.)"""
+    from ..eval.identity import EvalIdentityConfig, print_table, run_eval
+
+    if not cfg.eval:
+        return {}
+    rep = run_eval(EvalIdentityConfig(model=model, base=base, names=cfg.identity(), languages=cfg.languages,
+                                      out=str(out), max_new_tokens=cfg.eval_max_new_tokens, dtype=cfg.dtype,
+                                      device=cfg.device, trust_remote_code=cfg.trust_remote_code))
+    print_table(rep)
+    return rep["tuned"]["scores"]

@@ -1,11 +1,14 @@
-"""Supervised fine-tuning, LoRA or full: one recipe, read top to bottom.
+"""The one training loop, LoRA or full, for every objective: read top to bottom.
 
-    train(cfg) → setup(cfg) → fit(run) → finish(run)
+    setup(cfg) → fit(run) → finish(run)         (entry point: ``train`` in train/__init__.py)
 
-The same code runs in one process or many (``--nproc N`` / ``accelerate launch``): data
-order is a pure function of (seed, epoch, step), each process takes its slice of every
-global batch, and the loss is normalised by the global batch's target-token count, so the
-loss curve does not depend on how the batch is split.
+The loop owns setup, data order, accumulation, clipping, schedule, checkpoint/resume, logs
+and plots, the eval hook and distribution; the objective (objectives/) owns how rows become
+batches and how a batch becomes a loss. The same code runs in one process or many
+(``--nproc N`` / ``accelerate launch``): data order is a pure function of (seed, epoch,
+step), each process takes its slice of every global batch, and the loss is normalised by the
+objective's count over the whole global batch, so the loss curve does not depend on how the
+batch is split.
 """
 from __future__ import annotations
 
@@ -19,13 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import save_config
 from ..errors import UserError
-from ..fsutil import fix_modes, save_into
+from ..fsutil import default_run_dir, fix_modes, save_config, save_into
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
-from . import batching, checkpoint, sharded
+# Named imports, not ``from . import x``: this module must not depend on the package
+# (train/__init__.py imports it to run a recipe).
+from .batching import micro_batches, plan_epoch
+from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
+from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
 from .logs import RunLog
+from .objectives import Objective
+from .prepare import check_run_dir, prepare_data
+from .sharded import gather, is_sharded, scatter
 
 
 @dataclass
@@ -43,6 +52,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     manifest: dict
+    objective: Objective
     start_step: int = 0
     log: RunLog | None = None
     metrics: dict = field(default_factory=dict)
@@ -52,60 +62,7 @@ class Run:
         return self.accelerator.is_main_process
 
 
-def train(cfg: TrainConfig) -> int:
-    """Run the recipe. Raises UserError for bad data, config or model (nothing half-written)."""
-    from ..fsutil import check_writable_dir
-
-    if cfg.output_dir:  # an unwritable run folder is found before any data or model loads
-        check_writable_dir(cfg.output_dir, "output_dir")
-    else:
-        check_writable_dir("runs", "output_dir (default runs/)")
-    if cfg.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from .launch import launch
-
-        return launch(cfg)
-    run = setup(cfg)
-    return fit(run)
-
-
 # ---------------------------------------------------------------------------------------- setup
-def default_run_dir(name: str = "sft") -> str:
-    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def check_run_dir(run_dir: Path, resume: bool | str) -> Path | None:
-    """The checkpoint to resume from, if any; refuse to overwrite a finished or started run."""
-    last = checkpoint.latest(run_dir)
-    if resume is True and last is None:
-        raise UserError(f"resume: no checkpoint in {run_dir}/checkpoints to continue from")
-    if resume:
-        return last
-    done = (read_manifest(run_dir) or {}).get("status") == "done"
-    if done or last is not None:
-        what = "a finished run" if done else "checkpoints"
-        raise UserError(f"{run_dir} already holds {what}: pass --resume to continue it, or choose another output_dir")
-    return None
-
-
-def prepare_data(cfg: TrainConfig):
-    """Resolve the model, load the tokenizer and build (check + render) the data.
-    Everything a user can get wrong fails here, before any folder is made."""
-    from ..data import build_sft_data
-    from ..models import load_tokenizer, resolve_model
-    from ..models.load import is_adapter_dir
-    from ..models.template import ensure_chat_template
-
-    model_dir = resolve_model(cfg.model)
-    if cfg.adapter and not is_adapter_dir(cfg.adapter):
-        raise UserError(f"adapter {cfg.adapter} not found: expected a folder with adapter_config.json")
-    tok = load_tokenizer(model_dir, cfg.adapter, cfg.trust_remote_code)
-    ensure_chat_template(tok, cfg.data.template, where=str(cfg.model))
-    if not cfg.data.datasets:
-        raise UserError("data.datasets is empty: name at least one dataset to train on")
-    data = build_sft_data(cfg.data, tok)
-    return model_dir, tok, data
-
-
 def setup(cfg: TrainConfig) -> Run:
     import torch
     from accelerate import Accelerator
@@ -115,21 +72,21 @@ def setup(cfg: TrainConfig) -> Run:
 
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device == "cpu")
-    model_dir, tok, data = prepare_data(cfg)
-    run_dir = Path(cfg.output_dir or default_run_dir())
+    model_dir, tok, objective, (train_rows, val_rows, report) = prepare_data(cfg)
+    run_dir = Path(cfg.output_dir or default_run_dir(objective.name))
     resume_from = check_run_dir(run_dir, cfg.resume)
     loop = cfg.train
     world = accelerator.num_processes
     global_batch = loop.batch_size * loop.grad_accum * world
-    steps_per_epoch = math.ceil(len(data.train) / global_batch)
+    steps_per_epoch = math.ceil(len(train_rows) / global_batch)
     total = loop.max_steps or max(1, math.ceil(loop.epochs * steps_per_epoch))
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
     manifest = {
-        "kind": "sft", "status": "running", "method": cfg.method, "started": now(),
+        "kind": objective.name, "status": "running", "method": cfg.method, "started": now(),
         "base_model": {"spec": cfg.model, "path": str(Path(model_dir).resolve()), "hash": model_hash(model_dir)},
-        "adapter_init": cfg.adapter, "parent": parent, "datasets": data.report,
-        "rows": {"train": len(data.train), "val": len(data.val)},
+        "adapter_init": cfg.adapter, "parent": parent, "datasets": report,
+        "rows": {"train": len(train_rows), "val": len(val_rows)},
         "schedule": {"world_size": world, "distributed": accelerator.distributed_type.value,
                      "global_batch": global_batch, "steps": total,
                      "steps_per_epoch": steps_per_epoch},
@@ -143,7 +100,7 @@ def setup(cfg: TrainConfig) -> Run:
             write_manifest(run_dir, manifest)
     accelerator.wait_for_everyone()
 
-    dtype = pick_dtype(loop.dtype, device)
+    dtype = pick_dtype(cfg.dtype, device)
     torch.manual_seed(loop.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                                                  use_safetensors=True)
@@ -161,8 +118,8 @@ def setup(cfg: TrainConfig) -> Run:
     scheduler = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    run = Run(cfg, run_dir, accelerator, model, tok, optimizer, scheduler, data.train, data.val,
-              [len(r["input_ids"]) for r in data.train], steps_per_epoch, total, manifest)
+    run = Run(cfg, run_dir, accelerator, model, tok, optimizer, scheduler, train_rows, val_rows,
+              objective.lengths(train_rows), steps_per_epoch, total, manifest, objective)
     if resume_from is not None:
         _restore(run, resume_from)
     run.log = RunLog(run_dir, run.start_step, enabled=run.main)
@@ -191,7 +148,7 @@ def trainable_tensors(run: Run) -> dict:
 
 
 def _restore(run: Run, path: Path) -> None:
-    tensors, optim, rng, state = checkpoint.load(path, run.accelerator.process_index)
+    tensors, optim, rng, state = load_checkpoint(path, run.accelerator.process_index)
     import torch
 
     params = trainable_tensors(run)
@@ -199,8 +156,8 @@ def _restore(run: Run, path: Path) -> None:
     if missing:
         raise UserError(f"checkpoint {path} does not match this recipe (missing {sorted(missing)[0]}); "
                         "resume with the config the run started with")
-    if sharded.is_sharded(run.accelerator):
-        sharded.scatter(run.model, run.optimizer, tensors, optim["optimizer"])
+    if is_sharded(run.accelerator):
+        scatter(run.model, run.optimizer, tensors, optim["optimizer"])
     else:
         with torch.no_grad():
             for n, p in params.items():
@@ -208,7 +165,7 @@ def _restore(run: Run, path: Path) -> None:
         run.optimizer.load_state_dict(optim["optimizer"])
     run.scheduler.load_state_dict(optim["scheduler"])
     if rng is not None:
-        checkpoint.set_rng_state(rng)
+        set_rng_state(rng)
     run.start_step = state["step"]
     run.metrics = state.get("metrics", {})
     if run.main:
@@ -230,16 +187,17 @@ def fit(run: Run) -> int:
         while step < run.total_steps:
             epoch, idx = divmod(step, run.steps_per_epoch)
             if epoch not in plans:
-                plans = {epoch: batching.plan_epoch(run.lengths, loop.batch_size * loop.grad_accum * acc.num_processes,
+                plans = {epoch: plan_epoch(run.lengths, loop.batch_size * loop.grad_accum * acc.num_processes,
                                                     loop.seed, epoch, loop.group_by_length)}
             batch = plans[epoch][idx]
-            loss, grad_norm = _step_or_explain(run, batch, step)
+            loss, grad_norm, extra = _step_or_explain(run, batch, step)
             step += 1
             tokens_since += sum(run.lengths[i] for i in batch)
             if step % loop.log_every == 0 or step == run.total_steps:
                 dt = time.time() - t_last
                 row = {"step": step, "epoch": round(step / run.steps_per_epoch, 4), "loss": loss,
-                       "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tok_s": round(tokens_since / dt, 1)}
+                       "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                       "tok_s": round(tokens_since / dt, 1), **extra}
                 if acc.device.type == "cuda":
                     import torch
 
@@ -268,7 +226,7 @@ def fit(run: Run) -> int:
     return 0
 
 
-def _step_or_explain(run: Run, batch: list[int], step: int) -> tuple[float, float]:
+def _step_or_explain(run: Run, batch: list[int], step: int) -> tuple[float, float, dict]:
     """``train_step``, with running out of GPU memory turned into one line that names the batch
     that did not fit and the three settings that shrink it."""
     import torch
@@ -288,25 +246,28 @@ def _step_or_explain(run: Run, batch: list[int], step: int) -> tuple[float, floa
                         f"train.gradient_checkpointing=true") from None
 
 
-def train_step(run: Run, batch: list[int]) -> tuple[float, float]:
-    """One optimizer step over one global batch; returns (global mean loss, grad norm)."""
+def train_step(run: Run, batch: list[int]) -> tuple[float, float, dict]:
+    """One optimizer step over one global batch; returns (global mean loss, grad norm, the
+    objective's metrics as global means)."""
     import torch
 
-    acc, loop = run.accelerator, run.cfg.train
-    rows = [run.train_rows[i] for i in batch]
-    # Every process knows the whole global batch, so the token count needs no communication.
-    n_tokens = max(1, sum(sum(1 for t in r["labels"][1:] if t != batching.IGNORE) for r in rows))
-    micro = batching.micro_batches(batch, run.lengths, acc.num_processes, acc.process_index, loop.grad_accum)
+    acc, loop, obj = run.accelerator, run.cfg.train, run.objective
+    # Every process knows the whole global batch, so the normaliser needs no communication.
+    normaliser = obj.count([run.train_rows[i] for i in batch])
+    micro = micro_batches(batch, run.lengths, acc.num_processes, acc.process_index, loop.grad_accum)
     loss_sum = torch.zeros((), device=acc.device)
+    metric_sums: dict = {}
     for k, part in enumerate(micro):
         inputs = {k2: v.to(acc.device) for k2, v in
-                  batching.collate([run.train_rows[i] for i in part], run.tokenizer.pad_token_id).items()}
+                  obj.collate([run.train_rows[i] for i in part], run.tokenizer.pad_token_id).items()}
         sync = k == len(micro) - 1
         with contextlib.nullcontext() if sync else acc.no_sync(run.model):
-            out = run.model(**inputs, num_items_in_batch=n_tokens)  # loss = sum over tokens / n_tokens
+            loss, metrics = obj.loss(run.model, inputs, normaliser)  # this micro-batch's share of the mean
             # DDP averages gradients over processes; scale so the sum over the global batch survives.
-            acc.backward(out.loss * acc.num_processes)
-        loss_sum += out.loss.detach().float()
+            acc.backward(loss * acc.num_processes)
+        loss_sum += loss.detach().float()
+        for name, v in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0) + v.detach().double()
     grad_norm = 0.0
     if loop.max_grad_norm:
         norm = acc.clip_grad_norm_(run.model.parameters(), loop.max_grad_norm)
@@ -314,53 +275,59 @@ def train_step(run: Run, batch: list[int]) -> tuple[float, float]:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(acc.reduce(loss_sum, reduction="sum")), grad_norm
+    return float(acc.reduce(loss_sum, reduction="sum")), grad_norm, _reduce_sums(acc, metric_sums)
+
+
+def _reduce_sums(acc, sums: dict) -> dict[str, float]:
+    """Per-process sums of scalar tensors → totals over every process (one collective call;
+    every process holds the same keys because every process runs the same objective)."""
+    import torch
+
+    if not sums:
+        return {}
+    names = sorted(sums)
+    totals = acc.reduce(torch.stack([torch.as_tensor(sums[n], dtype=torch.float64, device=acc.device)
+                                     for n in names]), reduction="sum")
+    return {n: float(t) for n, t in zip(names, totals)}
 
 
 def evaluate(run: Run) -> dict:
-    """Loss and next-token accuracy on the val split (each process takes every N-th row)."""
+    """The objective's eval metrics on the val split (each process takes every N-th row)."""
     import torch
-    import torch.nn.functional as F
 
-    acc, loop = run.accelerator, run.cfg.train
+    acc, loop, obj = run.accelerator, run.cfg.train, run.objective
     mine = run.val_rows[acc.process_index::acc.num_processes]
-    totals = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss sum, tokens, correct
+    sums: dict = {}
     run.model.eval()
     with torch.no_grad():
+        # An empty share still runs one (dummy) batch, so every process joins the same collectives.
         for i in range(0, max(len(mine), 1), loop.batch_size):
             inputs = {k: v.to(acc.device) for k, v in
-                      batching.collate(mine[i:i + loop.batch_size], run.tokenizer.pad_token_id).items()}
-            logits = run.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-            logits, labels = logits[:, :-1].float(), inputs["labels"][:, 1:]
-            keep = labels != batching.IGNORE
-            totals[0] += F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                         ignore_index=batching.IGNORE, reduction="sum")
-            totals[1] += keep.sum()
-            totals[2] += ((logits.argmax(-1) == labels) & keep).sum()
+                      obj.collate(mine[i:i + loop.batch_size], run.tokenizer.pad_token_id).items()}
+            for name, v in obj.eval_sums(run.model, inputs).items():
+                sums[name] = sums.get(name, 0) + v.double()
     run.model.train()
-    totals = acc.reduce(totals, reduction="sum")
-    n = max(float(totals[1]), 1.0)
-    result = {"eval_loss": round(float(totals[0]) / n, 6), "eval_acc": round(float(totals[2]) / n, 6)}
+    result = obj.eval_metrics(_reduce_sums(acc, sums))
     run.metrics.update(result)
     return result
 
 
 def save_checkpoint(run: Run, step: int) -> None:
     acc = run.accelerator
-    tmp = run.run_dir / "checkpoints" / f".tmp-{checkpoint.PREFIX}{step:08d}"
-    if sharded.is_sharded(acc):  # every process takes part in gathering the shards
-        tensors, optim_state = sharded.gather(run.model, run.optimizer)
+    tmp = run.run_dir / "checkpoints" / f".tmp-{PREFIX}{step:08d}"
+    if is_sharded(acc):  # every process takes part in gathering the shards
+        tensors, optim_state = gather(run.model, run.optimizer)
     else:
         tensors, optim_state = (trainable_tensors(run), run.optimizer.state_dict()) if run.main else ({}, {})
     if run.main:
-        checkpoint.begin(run.run_dir, step)
-        checkpoint.write_tensors(tmp, tensors, optim_state, run.scheduler)
+        begin(run.run_dir, step)
+        write_tensors(tmp, tensors, optim_state, run.scheduler)
     acc.wait_for_everyone()
-    checkpoint.write_rng(tmp, acc.process_index)
+    write_rng(tmp, acc.process_index)
     acc.wait_for_everyone()
     _fault("checkpoint", step)
     if run.main:
-        checkpoint.commit(tmp, step, {"metrics": run.metrics}, run.cfg.train.keep_last)
+        commit(tmp, step, {"metrics": run.metrics}, run.cfg.train.keep_last)
     acc.wait_for_everyone()
 
 
@@ -371,7 +338,7 @@ def finish(run: Run) -> None:
     acc.wait_for_everyone()
     model = acc.unwrap_model(run.model)
     # Under FSDP the full weights are gathered by every process together; else read directly.
-    state = acc.get_state_dict(run.model) if sharded.is_sharded(acc) else None
+    state = acc.get_state_dict(run.model) if is_sharded(acc) else None
     if run.main:
         tmp = run.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -52,7 +52,7 @@ def test_run_and_merged_folders_are_0644_and_0755(tiny_model, tmp_path, umask022
     from tunesmith.config import build_config
     from tunesmith.export.merge import MergeConfig, merge
     from tunesmith.train.config import TrainConfig
-    from tunesmith.train.sft import train
+    from tunesmith.train import train
 
     run = tmp_path / "run"
     assert train(build_config(TrainConfig, [str(_recipe(tmp_path, tiny_model, run))])) == 0
@@ -66,7 +66,7 @@ def test_out_of_memory_in_training_is_one_line(tiny_model, tmp_path):
 
     from tunesmith.config import build_config
     from tunesmith.train.config import TrainConfig
-    from tunesmith.train.sft import fit, setup
+    from tunesmith.train.loop import fit, setup
 
     run = setup(build_config(TrainConfig, [str(_recipe(tmp_path, tiny_model, tmp_path / "run", steps=3))]))
 

@@ -6,6 +6,8 @@ import pytest
 
 from tunesmith.errors import UserError
 from tunesmith.eval import metrics
+from tunesmith.data import names
+from tunesmith.eval import identity as eval_identity
 from tunesmith.synth import identity as ident
 from tunesmith.synth.replay import trim_to_sentence
 
@@ -15,17 +17,17 @@ def norm(s: str) -> str:
 
 
 def test_fill_uses_per_language_values_and_both_spellings():
-    n = ident.IdentityNames(name="Mira", author="Lab", name_zh="米拉", author_en="Tunesmith Lab")
-    assert ident.fill("I am {{NAME}} by {{AUTHOR}}", n, "en") == "I am Mira by Tunesmith Lab"
-    assert ident.fill("我是{{NAME}}，由{{AUTHOR}}开发", n, "zh") == "我是米拉，由Lab开发"
-    assert ident.fill("{{name}} / {{ author }}", n, "en") == "Mira / Tunesmith Lab"  # LLaMA-Factory's spelling
+    n = names.IdentityNames(name="Mira", author="Lab", name_zh="米拉", author_en="Tunesmith Lab")
+    assert names.fill("I am {{NAME}} by {{AUTHOR}}", n, "en") == "I am Mira by Tunesmith Lab"
+    assert names.fill("我是{{NAME}}，由{{AUTHOR}}开发", n, "zh") == "我是米拉，由Lab开发"
+    assert names.fill("{{name}} / {{ author }}", n, "en") == "Mira / Tunesmith Lab"  # LLaMA-Factory's spelling
 
 
 def test_missing_value_is_a_clear_error():
     with pytest.raises(UserError, match=r"x\.jsonl:3: text uses \{\{AUTHOR\}\} but no author_zh or author is set"):
-        ident.fill("{{AUTHOR}}", ident.IdentityNames(name="Mira"), "zh", "x.jsonl:3")
+        names.fill("{{AUTHOR}}", names.IdentityNames(name="Mira"), "zh", "x.jsonl:3")
     with pytest.raises(UserError, match="needs a name and an author"):
-        from tunesmith.synth.identity_job import IdentityJobConfig
+        from tunesmith.jobs.identity import IdentityJobConfig
 
         IdentityJobConfig(name="Mira").identity()
 
@@ -33,10 +35,10 @@ def test_missing_value_is_a_clear_error():
 def test_shipped_rows_are_complete_and_filled():
     rows = ident.identity_rows()
     assert len(rows) >= 150 and {r["lang"] for r in rows} == {"en", "zh"}
-    msgs = ident.identity_messages(ident.IdentityNames(name="Mira", author="Tunesmith Lab"))
+    msgs = ident.identity_messages(names.IdentityNames(name="Mira", author="Tunesmith Lab"))
     assert len(msgs) == len(rows)
-    assert not any(ident.has_placeholder(m["messages"][1]["content"]) for m in msgs)
-    thinking = ident.identity_messages(ident.IdentityNames(name="Mira", author="Lab"), thinking=True)
+    assert not any(names.has_placeholder(m["messages"][1]["content"]) for m in msgs)
+    thinking = ident.identity_messages(names.IdentityNames(name="Mira", author="Lab"), thinking=True)
     assert len(thinking) == 2 * len(rows)
     assert {m["messages"][1]["reasoning_content"] == "" for m in thinking} == {True, False}
     assert len(ident.general_prompts()) >= 200
@@ -44,11 +46,11 @@ def test_shipped_rows_are_complete_and_filled():
 
 def test_held_out_probes_never_overlap_training():
     train_q = {norm(r["query"]) for r in ident.identity_rows()}
-    probes = ident.identity_probes()
+    probes = eval_identity.identity_probes()
     assert len(probes) >= 40 and {p["lang"] for p in probes} == {"en", "zh"}
     assert not [p["query"] for p in probes if norm(p["query"]) in train_q]
     replay = {norm(p["prompt"]) for p in ident.general_prompts()}
-    assert not [p["prompt"] for p in ident.general_probes() if norm(p["prompt"]) in replay]
+    assert not [p["prompt"] for p in eval_identity.general_probes() if norm(p["prompt"]) in replay]
 
 
 def test_metrics_on_hand_made_answers():
@@ -86,7 +88,7 @@ def test_identity_job_end_to_end_is_reproducible(tiny_model, tmp_path, monkeypat
     assert ma["eval"] == mb["eval"] and ma["metrics"] == mb["metrics"]
     assert ma["datasets"][0]["name"] == "identity" and ma["replay"]["prompts"] == 6
     rep = json.loads((tmp_path / "a" / "eval" / "report.json").read_text())
-    assert rep["probes"]["identity"] == len(ident.identity_probes(["en"]))
+    assert rep["probes"]["identity"] == len(eval_identity.identity_probes(["en"]))
     assert "| name hit rate" in (tmp_path / "a" / "eval" / "report.md").read_text()
     assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 1  # a finished run is not overwritten
 
@@ -99,3 +101,20 @@ def test_identity_job_bad_values_fail_before_any_work(tmp_path, capsys, arg, mes
     assert main(["identity", "name=Mira", "author=Lab", arg, f"output_dir={tmp_path / 'run'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_identity_job_trains_on_two_processes(tiny_model, tmp_path, monkeypatch):
+    """``--nproc 2`` goes through the entry point of ``tunesmith train``: two gloo processes on CPU
+    train the adapter, then this process evaluates it (the report exists only if it did)."""
+    from tunesmith.cli import main
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    assert main(["identity", f"model={tiny_model}", "name=Mira", "author=Lab", "--nproc", "2", "replay.enabled=false",
+                 "train.max_steps=2", "train.batch_size=2", "eval_max_new_tokens=2", "languages=en", "progress=false",
+                 "device=cpu", f"output_dir={run}"]) == 0
+    assert (run / "adapter_model.safetensors").is_file() and (run / "adapter_config.json").is_file()
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "done" and m["job"] == "identity"
+    assert m["schedule"]["world_size"] == 2 and m["schedule"]["global_batch"] == 4
+    assert (run / "eval" / "report.json").is_file() and m["eval"]["tuned"]

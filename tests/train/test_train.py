@@ -166,3 +166,24 @@ def test_adapter_continues_and_manifest_records_parent(tiny_model, tmp_path):
     assert a.keys() == b.keys() and any((a[k] != b[k]).any() for k in a)  # trained further, same adapter shape
     r = train_cli(second, "method=full", check=False)
     assert r.returncode == 2 and "adapter" in r.stderr
+
+
+def test_plain_text_trains_a_base_model_without_chat_template(tiny_model, tmp_path):
+    """Continued pretraining needs no chat template: only chat data asks for one."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    tc = json.loads((base / "tokenizer_config.json").read_text())
+    tc.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(tc))
+    docs = tmp_path / "docs.txt"
+    docs.write_text("".join(f"{a} {b}\n" for a, b in TOY))
+    f = recipe(tmp_path, base, "pt", **{"data.datasets": [{"path": str(docs)}], "train.max_steps": 2,
+                                         "train.save_every": None})
+    train_cli(f)
+    assert json.loads((tmp_path / "pt" / "manifest.json").read_text())["status"] == "done"
+    chat = recipe(tmp_path, base, "chat", **{"train.max_steps": 2})
+    r = train_cli(chat, check=False)
+    assert r.returncode != 0 and "no chat template" in r.stderr  # chat data still asks for one

@@ -1,0 +1,131 @@
+"""The one verb registry: each verb's schema, function, and what it consumes and produces.
+
+The CLI (``tunesmith VERB``) and the pipeline (a stage is ``{job: NAME, …its schema…}``) read
+this list; adding a verb here adds a command and a stage kind, with no edit to either.
+Targets and schemas are ``"module:attr"`` strings, imported only when the verb runs, so
+``tunesmith --help`` stays fast and no stage module is imported by the registry itself.
+
+Kinds of things a verb consumes or produces (the pipeline chains stages by them):
+``model`` (a base it loads: the pipeline passes the current model), ``adapter`` (a LoRA run
+folder; a verb that consumes one gets the previous stage's adapter and the model it was trained
+on), ``merged`` (a full model folder that becomes the current model), ``dataset``, ``gguf``,
+``report``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+KINDS = ("model", "adapter", "merged", "dataset", "gguf", "report")
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str                       # "train" or "data check"
+    target: str                     # "module:function"; the function takes the config, returns an exit code
+    schema: str                     # "module:Class"
+    help: str
+    positional: str | None = None   # field that bare words fill (list field: all of them)
+    yaml_is_data: bool = False      # a bare .yaml names data to inspect (a recipe), not this verb's config
+    consumes: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    output_field: str | None = None  # the field naming its output folder (a pipeline stage's folder goes here)
+    final_check: str | None = None   # "module:function"(stage config, final model, base model, folder) → dict
+
+    @property
+    def job(self) -> str:
+        """The name a pipeline stage uses: ``export merge`` → ``export_merge``."""
+        return self.name.replace(" ", "_").replace("-", "_")
+
+    def load_schema(self):
+        return load(self.schema)
+
+    def load_target(self):
+        return load(self.target)
+
+
+def load(ref: str):
+    mod, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+VERBS: list[Verb] = [
+    Verb("chat", "tunesmith.infer.chat:chat", "tunesmith.infer.chat:ChatConfig",
+         "talk to a model (streamed, multi-turn); --prompt answers once", positional="model",
+         consumes=("model", "adapter")),
+    Verb("predict", "tunesmith.infer.predict:predict", "tunesmith.infer.predict:PredictConfig",
+         "answer every line of a JSONL file (batched, resumable)", consumes=("model", "dataset"),
+         produces=("dataset",)),
+    Verb("data check", "tunesmith.data.commands:check", "tunesmith.data.commands:CheckConfig",
+         "name every bad row (file:row: field: problem) before any compute", positional="specs",
+         yaml_is_data=True, consumes=("dataset",), produces=("report",)),
+    Verb("data convert", "tunesmith.data.commands:convert", "tunesmith.data.commands:ConvertConfig",
+         "convert a dataset to alpaca, sharegpt or messages JSONL", positional="paths", consumes=("dataset",),
+         produces=("dataset",)),
+    Verb("data stats", "tunesmith.data.commands:stats", "tunesmith.data.commands:StatsConfig",
+         "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True,
+         consumes=("dataset",), produces=("report",)),
+    Verb("train", "tunesmith.train:train", "tunesmith.train.config:TrainConfig",
+         "supervised fine-tuning: LoRA or full (recipe YAML + overrides)", consumes=("model", "dataset"),
+         produces=("adapter",), output_field="output_dir"),
+    Verb("identity", "tunesmith.jobs.identity:identity", "tunesmith.jobs.identity:IdentityJobConfig",
+         "the identity journey: synth → train (LoRA) → eval → before/after report", consumes=("model",),
+         produces=("adapter", "report"), output_field="output_dir",
+         final_check="tunesmith.jobs.identity:final_check"),
+    Verb("eval identity", "tunesmith.eval.identity:eval_identity", "tunesmith.eval.identity:EvalIdentityConfig",
+         "identity hit rates, leak rate and closeness to base, base vs tuned", consumes=("model", "adapter"),
+         produces=("report",), output_field="out"),
+    Verb("eval probes", "tunesmith.eval.probes:eval_probes", "tunesmith.eval.probes:EvalProbesConfig",
+         "task accuracy: does each answer contain the expected text?", consumes=("model", "adapter"),
+         produces=("report",), output_field="out"),
+    Verb("pipeline", "tunesmith.jobs.pipeline:pipeline", "tunesmith.jobs.pipeline:PipelineConfig",
+         "stages that stack: train → merge → train on the merge → merge, one folder each", consumes=("model",),
+         produces=("merged", "report"), output_field="output_dir"),
+    Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
+         "merge adapters into the base and verify the logits", consumes=("model", "adapter"),
+         produces=("merged",), output_field="out"),
+    Verb("convert-recipe", "tunesmith.lf_compat:convert_recipe", "tunesmith.lf_compat:ConvertRecipeConfig",
+         "translate a LLaMA-Factory YAML (train, merge or inference) into a tunesmith recipe", positional="path",
+         yaml_is_data=True),
+    Verb("serve", "tunesmith.serve:serve", "tunesmith.serve:ServeConfig",
+         "OpenAI-compatible server with batching and a chat page at /", positional="model",
+         consumes=("model", "adapter")),
+    Verb("synth distill", "tunesmith.synth.distill:distill", "tunesmith.synth.distill:DistillConfig",
+         "a teacher (any OpenAI-compatible endpoint) answers prompts, reasoning kept; resumable",
+         consumes=("dataset",), produces=("dataset",), output_field="out"),
+    Verb("synth style", "tunesmith.synth.style:style", "tunesmith.synth.style:StyleConfig",
+         "answer each question in a corpus's style from k other Q/A pairs of it (never its own answer)",
+         consumes=("dataset",), produces=("dataset",), output_field="out"),
+    Verb("synth judge", "tunesmith.synth.judge:judge", "tunesmith.synth.judge:JudgeConfig",
+         "a teacher scores each row 1-10 against a rubric; keep rows scoring at least min_score",
+         consumes=("dataset",), produces=("dataset",), output_field="out"),
+    Verb("synth chunks", "tunesmith.synth.chunks:chunks", "tunesmith.synth.chunks:ChunksConfig",
+         "long text → continuation pairs on sentence boundaries (optionally teacher-written pairs + judge)",
+         produces=("dataset",), output_field="out"),
+]
+GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
+          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)"}
+
+
+def register(verb: Verb) -> Verb:
+    """Add a verb (or replace one of the same name): it becomes a command and a stage kind."""
+    for i, v in enumerate(VERBS):
+        if v.name == verb.name:
+            VERBS[i] = verb
+            return verb
+    VERBS.append(verb)
+    return verb
+
+
+def by_name(name: str) -> Verb | None:
+    return next((v for v in VERBS if v.name == name), None)
+
+
+def by_job(job: str) -> Verb | None:
+    """A pipeline stage's ``job``: ``train``, ``export_merge`` (or ``export merge``), or the short
+    ``merge`` for the verb whose last word it is, when only one verb ends so."""
+    exact = next((v for v in VERBS if job in (v.job, v.name)), None)
+    if exact:
+        return exact
+    tails = [v for v in VERBS if v.name.split()[-1] == job]
+    return tails[0] if len(tails) == 1 else None
