@@ -160,7 +160,8 @@ def test_defaults_unknown_keys_and_warmup_follow_llamafactory():
 
 @pytest.mark.parametrize("over,needle", [
     ({"stage": "ppo"}, 'stage: "ppo": PPO is not supported'),
-    ({"stage": "dpo"}, 'stage: "dpo": DPO is not supported'),
+    ({"stage": "kto"}, 'stage: "kto": KTO is not supported'),
+    ({"stage": "dpo", "pref_loss": "orpo"}, 'pref_loss: "orpo": must be sigmoid or ipo or simpo'),
     ({"finetuning_type": "freeze"}, 'finetuning_type: "freeze"'),
     ({"lora_target": 5}, "lora_target: 5: must be a comma-separated list"),
     ({"lora_rank": 0}, "lora_rank: 0: must be above 0"),
@@ -223,3 +224,14 @@ def test_doc_table_matches_the_translation_table():
     assert doc_table() in doc
     assert "## Dataset paths" in doc
     assert set(TABLES["train"]) >= {"deepspeed", "report_to", "max_samples", "dataset_dir", "additional_target"}
+
+
+def test_dpo_stage_translates_to_a_preference_objective():
+    tr = translate({"model_name_or_path": "m", "stage": "dpo", "dataset": "dpo_en_demo", "pref_beta": 0.2,
+                    "pref_loss": "simpo", "simpo_gamma": 1.0, "pref_ftx": 0.1, "quantization_bit": 4}, "d.yaml")
+    v = tr.values
+    assert (v["objective"], v["pref.beta"], v["pref.gamma"], v["pref.sft_weight"], v["method"]) == \
+        ("simpo", 0.2, 1.0, 0.1, "qlora")
+    assert translate({"model_name_or_path": "m", "stage": "dpo", "dataset": "a"}).values["objective"] == "dpo"
+    sft = translate({"model_name_or_path": "m", "stage": "sft", "dataset": "a", "pref_beta": 0.2}, "s.yaml")
+    assert "pref.beta" not in sft.values and [k for k, _, _ in sft.unmapped] == ["pref_beta"]

@@ -29,7 +29,8 @@ LF_MARKERS = {"model_name_or_path", "adapter_name_or_path", "stage", "finetuning
 # leaves them out trains as it would under LLaMA-Factory. lora_alpha defaults to 2 × lora_rank there.
 LF_TRAIN_DEFAULTS = {"lora_rank": 8, "lora_dropout": 0.0, "learning_rate": 5e-5, "lr_scheduler_type": "linear",
                      "warmup_ratio": 0.0, "per_device_train_batch_size": 8, "cutoff_len": 2048}
-ORDER = ["model", "adapter", "method", "out", "output_dir", "lora", "data", "train", "resume", "dtype", "device"]
+ORDER = ["model", "adapter", "objective", "method", "out", "output_dir", "lora", "pref", "data", "train", "resume",
+         "dtype", "device"]
 HEADER = "# tunesmith recipe translated from LLaMA-Factory"
 VERB_OF = {"train": "train", "merge": "export merge", "chat": "chat"}
 SCHEMA_OF = {"train": "tunesmith.train.config:TrainConfig", "merge": "tunesmith.export.merge:MergeConfig",
@@ -96,15 +97,45 @@ def ign(why: str, ok: Callable[[Any], bool] = lambda v: False) -> tuple[str, Cal
     return "—", conv, why
 
 
+PREF_LOSS = {"sigmoid": "dpo", "ipo": "ipo", "simpo": "simpo"}  # LLaMA-Factory pref_loss → tunesmith objective
+
+
 def _stage(v, ctx):
     if v == "pt":  # continued pre-training: the datasets are plain text (see _datasets)
         return {}
+    if v == "dpo":  # the loss is pref_loss (LLaMA-Factory's default: sigmoid, i.e. DPO)
+        return {"objective": PREF_LOSS.get(ctx.get("pref_loss", "sigmoid"), "dpo")}
     if v != "sft":
-        names = {"pt": "pre-training", "rm": "reward modelling", "ppo": "PPO", "dpo": "DPO", "kto": "KTO"}
+        names = {"pt": "pre-training", "rm": "reward modelling", "ppo": "PPO", "kto": "KTO"}
         what = names.get(v) if isinstance(v, str) else None
         raise ValueError(f"{what + ' is' if what else 'this stage is'} not supported by tunesmith train "
-                         "(sft and pt only)")
+                         "(sft, pt and dpo only)")
     return {}
+
+
+def _pref_loss(v, ctx):
+    if v not in PREF_LOSS:
+        raise ValueError(f"must be {' or '.join(PREF_LOSS)} (hinge, orpo, kto_pair have no tunesmith objective)")
+    if ctx.get("stage") != "dpo":
+        raise Skip("read only with stage: dpo")
+    return {}  # _stage sets the objective
+
+
+def _pref(key, conv):
+    """A preference setting: used with stage: dpo, listed as unused otherwise."""
+    def rule(v, ctx):
+        if ctx.get("stage") != "dpo":
+            raise Skip("read only with stage: dpo")
+        return {key: conv(v)}
+    return rule
+
+
+def _quantization(v, ctx):
+    if v is None:
+        return {}
+    if v != 4 or ctx.get("finetuning_type", "lora") != "lora":
+        raise ValueError("only 4 (bitsandbytes NF4) with finetuning_type: lora, i.e. method: qlora")
+    return {"method": "qlora"}
 
 
 def _finetuning(kind):
@@ -113,6 +144,8 @@ def _finetuning(kind):
             raise ValueError("must be lora or full (freeze training has no tunesmith equivalent)")
         if kind == "merge" and v != "lora":
             raise ValueError("merging needs LoRA adapters (finetuning_type: lora)")
+        if kind == "train" and v == "lora" and ctx.get("quantization_bit") is not None:
+            return {}  # quantization_bit sets method: qlora
         return {"method": v} if kind == "train" else {}
     return conv
 
@@ -190,13 +223,24 @@ COMMON: dict[str, tuple[str, Callable, str]] = {
     "trust_remote_code": ("trust_remote_code", to("trust_remote_code", _bool), ""),
     "cache_dir": ign("models come from the Hugging Face cache", lambda v: v is None),
     "flash_attn": ign("attention is chosen by transformers", lambda v: v in ("auto", None)),
-    "quantization_bit": ign("no quantized (QLoRA) training or loading", lambda v: v is None),
+    "quantization_bit": ign("no quantized loading (train: 4 → method: qlora)", lambda v: v is None),
     "use_unsloth": ign("no Unsloth kernels", lambda v: not v),
     "rope_scaling": ign("the model's own config.json decides", lambda v: v is None),
 }
 TRAIN: dict[str, tuple[str, Callable, str]] = {
     "adapter_name_or_path": ("adapter", _adapter("train"), "one adapter, continued"),
-    "stage": ("(the verb)", _stage, "sft, and pt (datasets read as plain text); rm, ppo, dpo, kto are refused"),
+    "stage": ("objective", _stage, "sft; pt (datasets read as plain text); dpo (objective from pref_loss); rm, ppo, "
+                                   "kto are refused"),
+    "pref_loss": ("objective", _pref_loss, "sigmoid → dpo, ipo → ipo, simpo → simpo"),
+    "pref_beta": ("pref.beta", _pref("pref.beta", _num(float)), "default 0.1"),
+    "pref_ftx": ("pref.sft_weight", _pref("pref.sft_weight", _num(float, 0, strict=False)), "default 0"),
+    "simpo_gamma": ("pref.gamma", _pref("pref.gamma", _num(float, 0, strict=False)), "default 0.5"),
+    "dpo_label_smoothing": ("pref.label_smoothing", _pref("pref.label_smoothing", _num(float, 0, strict=False)),
+                            "cDPO; below 0.5"),
+    "ref_model": ign("the reference is the model with the adapter off (lora) or a frozen copy (full)",
+                     lambda v: v is None),
+    "pref_bco_weight": ign("no BCO term", lambda v: not v),
+    "quantization_bit": ("method", _quantization, "4 with lora → qlora (CUDA + bitsandbytes)"),
     "do_train": ("(the verb)", _choice("", {True: None}, None), "must be true (eval/predict: other verbs)"),
     "finetuning_type": ("method", _finetuning("train"), "lora or full; freeze is refused"),
     "lora_rank": ("lora.r", to("lora.r", _num(int)), "LLaMA-Factory default 8"),

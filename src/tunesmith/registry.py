@@ -102,6 +102,15 @@ VERBS: list[Verb] = [
     Verb("synth chunks", "tunesmith.synth.chunks:chunks", "tunesmith.synth.chunks:ChunksConfig",
          "long text → continuation pairs on sentence boundaries (optionally teacher-written pairs + judge)",
          produces=("dataset",), output_field="out"),
+    Verb("synth task", "tunesmith.synth.tasks:task", "tunesmith.synth.tasks:TaskConfig",
+         "checkable chain-of-thought rows (multiply, add) with a held-out split; --check verifies every step",
+         positional="task", produces=("dataset",), output_field="out"),
+    Verb("eval tasks", "tunesmith.eval.tasks:eval_tasks", "tunesmith.eval.tasks:EvalTasksConfig",
+         "task scores (exact, number, label ranking by log-likelihood) and retention, base vs each adapter",
+         consumes=("model", "adapter"), produces=("report",), output_field="out"),
+    Verb("synth preference", "tunesmith.synth.preference:preference", "tunesmith.synth.preference:PreferenceConfig",
+         "DPO pairs: identity answer vs the model's own (--name/--author), or two answer files (--chosen/--rejected)",
+         consumes=("model",), produces=("dataset",), output_field="out"),
 ]
 GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
           "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)"}

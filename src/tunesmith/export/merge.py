@@ -268,7 +268,8 @@ def _refuse_quantized(model_dir: Path) -> None:
     if q:
         method = q.get("quant_method", "quantized") if isinstance(q, dict) else "quantized"
         raise UserError(f"{model_dir} is a quantized model ({method}): adapters merged into quantized weights "
-                        "lose precision; merge into the unquantized base model it was made from")
+                        "lose precision; merge into the unquantized base model it was made from: pass the original bf16 "
+                        "base with --model (a QLoRA adapter merges onto it)")
 
 
 def _tied_hint(model_dir: Path, adapters: list[Path]) -> str:

@@ -40,6 +40,18 @@ class LoopSettings(Section):
     eval_every: int | None = Field(None, gt=0, description="evaluate on the val split every N steps (and at the end)")
     save_every: int | None = Field(None, gt=0, description="checkpoint every N steps (and at the end)")
     keep_last: int = Field(2, gt=0, description="checkpoints to keep")
+    optim: Literal["adamw", "paged_adamw_8bit"] = Field(
+        "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
+
+
+class PrefSettings(Section):
+    beta: float = Field(0.1, gt=0, description="strength of the preference (DPO/IPO: how far from the reference "
+                                               "the policy may move; SimPO: reward scale)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo/simpo: probability that a pair's label is "
+                                                                  "flipped (conservative DPO); 0 = off")
+    gamma: float = Field(0.5, ge=0, description="simpo: target reward margin (LLaMA-Factory's simpo_gamma)")
+    sft_weight: float = Field(0.0, ge=0, description="weight of an SFT term (per-token NLL of the chosen answer) "
+                                                     "added to the loss (LLaMA-Factory's pref_ftx)")
 
 
 def lift_train_dtype(data):
@@ -63,10 +75,15 @@ def lift_train_dtype(data):
 
 class TrainConfig(ModelSection):
     adapter: str | None = Field(None, description="continue training this existing LoRA adapter (a run folder)")
-    objective: Literal["sft"] = Field("sft", description="what is learned: sft (supervised fine-tuning on the "
-                                                         "answers); dpo (preference pairs) comes later")
-    method: Literal["lora", "full"] = Field("lora", description="lora: train an adapter; full: train every weight")
+    objective: Literal["sft", "dpo", "ipo", "simpo"] = Field(
+        "sft", description="what is learned: sft (supervised fine-tuning on the answers); dpo, ipo or simpo "
+                           "(preference pairs: chosen/rejected answers, settings in pref)")
+    method: Literal["lora", "full", "qlora"] = Field(
+        "lora", description="lora: train an adapter; full: train every weight; qlora: an adapter on a 4-bit NF4 "
+                            "base (CUDA + bitsandbytes)")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora)")
+    pref: PrefSettings = Field(default_factory=PrefSettings, description="preference settings (objective: dpo, ipo, "
+                                                                         "simpo)")
     data: DataConfig = Field(default_factory=DataConfig, description="datasets, mixing and rendering")
     train: LoopSettings = Field(default_factory=LoopSettings, description="optimizer, schedule and loop")
     output_dir: str | None = Field(None, description="run folder (default: runs/<objective>-<time>)")
@@ -81,4 +98,8 @@ class TrainConfig(ModelSection):
     def _check(self):
         if self.method == "full" and self.adapter:
             raise ValueError("adapter: continuing an adapter needs method: lora")
+        if self.objective == "ipo" and self.pref.label_smoothing:
+            raise ValueError("pref.label_smoothing: IPO has no label smoothing (dpo and simpo do); set it to 0")
+        if self.train.optim != "adamw" and self.device == "cpu":
+            raise ValueError(f"train.optim: {self.train.optim} needs a CUDA GPU (bitsandbytes); use adamw on CPU")
         return self

@@ -34,6 +34,7 @@ from .config import TrainConfig
 from .logs import RunLog
 from .objectives import Objective
 from .prepare import check_run_dir, prepare_data
+from .qlora import bnb, load_4bit
 from .sharded import gather, is_sharded, scatter
 
 
@@ -71,6 +72,8 @@ def setup(cfg: TrainConfig) -> Run:
     from ..models import pick_device, pick_dtype
 
     device = pick_device(cfg.device)
+    if cfg.method == "qlora" and not device.startswith("cuda"):  # before any data or model work
+        raise UserError("qlora needs a CUDA GPU with bitsandbytes; use method: lora on CPU")
     accelerator = Accelerator(cpu=device == "cpu")
     model_dir, tok, objective, (train_rows, val_rows, report) = prepare_data(cfg)
     run_dir = Path(cfg.output_dir or default_run_dir(objective.name))
@@ -102,17 +105,24 @@ def setup(cfg: TrainConfig) -> Run:
 
     dtype = pick_dtype(cfg.dtype, device)
     torch.manual_seed(loop.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-                                                 use_safetensors=True)
+    if cfg.method == "qlora":
+        model = load_4bit(model_dir, cfg, accelerator.local_process_index)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                                                     use_safetensors=True)
     if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
-    if cfg.method == "lora":
+    if cfg.method in ("lora", "qlora"):
         model = _apply_lora(model, cfg)
+    objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=loop.lr, betas=loop.betas, weight_decay=loop.weight_decay,
-                                  fused=device.startswith("cuda"))
+    if loop.optim == "paged_adamw_8bit":  # bitsandbytes is optional: imported only when asked for
+        optimizer = bnb().optim.PagedAdamW8bit(params, lr=loop.lr, betas=loop.betas, weight_decay=loop.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=loop.lr, betas=loop.betas, weight_decay=loop.weight_decay,
+                                      fused=device.startswith("cuda"))
     warmup = int(loop.warmup * total) if loop.warmup < 1 else int(loop.warmup)
     kind = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[loop.scheduler]
     scheduler = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=total)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .base import Objective
+from .dpo import DPO, IPO, SimPO
 from .sft import SFT
 
-OBJECTIVES: dict[str, type[Objective]] = {SFT.name: SFT}
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (SFT, DPO, IPO, SimPO)}
 
 
 def get(name: str) -> Objective:
@@ -12,4 +13,4 @@ def get(name: str) -> Objective:
     return OBJECTIVES[name]()
 
 
-__all__ = ["OBJECTIVES", "Objective", "SFT", "get"]
+__all__ = ["DPO", "IPO", "OBJECTIVES", "Objective", "SFT", "SimPO", "get"]

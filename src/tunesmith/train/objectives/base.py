@@ -23,6 +23,11 @@ class Objective:
         wrong in the data fails here (UserError), before a folder is made or a model loads."""
         raise NotImplementedError
 
+    def attach(self, model, cfg) -> None:
+        """Called once by the loop after the model is built (LoRA applied), before it is
+        distributed: an objective that needs more than the model (DPO's frozen reference for
+        method: full) keeps it here. Most need nothing."""
+
     def lengths(self, rows: list[dict]) -> list[int]:
         """Tokens each row costs: the loop batches similar lengths together and reports tokens/s."""
         raise NotImplementedError

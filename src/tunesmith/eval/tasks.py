@@ -1,0 +1,270 @@
+"""``tunesmith eval tasks``: task scores and retention, the base model vs each adapter.
+
+A task file is JSONL. Each row gives a prompt (``prompt``, ``text``, or alpaca ``instruction`` +
+``input``) and what is expected (``answer``, ``label`` or alpaca ``output``), and is scored by its
+kind — the row's ``kind``, else the file's (``FILE:KIND`` in ``tasks``), else ``label`` for rows
+with a ``label`` field, ``number`` when the expected text ends in a number, ``exact`` otherwise:
+
+- ``number``: the last number of the answer equals the last number of the expected text (a
+  chain of thought is judged by its final result; ``synth task --check`` judges its steps);
+- ``exact``: the answer equals the expected text after normalising (NFKC, case, spaces, end
+  punctuation); ``contains``: the normalised answer contains it;
+- ``label`` (classification): the label set is the row's ``labels`` or every label of the file.
+  Scored twice: by ranking the labels by log-likelihood given the prompt (lm-evaluation-harness's
+  multiple choice: the summed log-probabilities of the label's tokens, and of the end-of-turn
+  token so a label that is a prefix of another is not favoured, after the prompt rendered with
+  the chat template) and by generation + normalised exact match. Accuracy, per-label precision
+  and recall, and a confusion matrix.
+
+Retention: a fixed general set with known short answers (assets/retention.jsonl, zh + en) is
+answered by every model (an answer counts when it names an expected value: a whole word or number
+in Latin script, anywhere in CJK — "12" does not count for "2"); the report gives each adapter's retention minus the base's.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field
+
+from ..config import AdaptedModelSection
+from ..errors import UserError
+from ..infer import Engine, GenParams
+from ..jsonl import read_jsonl
+from .metrics import mentions
+
+KINDS = ("number", "exact", "contains", "label")
+NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+END_PUNCT = " \t\n.。!！?？,，;；:：\"'“”‘’()（）[]【】"
+
+
+class EvalTasksConfig(AdaptedModelSection):
+    model: str = Field(..., description="the base model: alias, HF folder, merged stage, hub id or run folder")
+    adapter: list[str] = Field(default_factory=list, description="adapters, each compared with the base on its own")
+    tasks: list[str] = Field(default_factory=list, description="task JSONL files; FILE:KIND sets the file's kind "
+                                                              "(number, exact, contains, label)")
+    retention: bool = Field(True, description="also score the general retention set (zh + en)")
+    out: str | None = Field(None, description="folder for report.md, report.json, PNGs and answers/")
+    max_items: int | None = Field(None, ge=1, description="score only the first N items of each task file")
+    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    max_new_tokens: int = Field(512, gt=0, description="answer length for number tasks (a chain of thought)")
+    short_tokens: int = Field(48, gt=0, description="answer length for exact, contains, label and retention")
+    label_prompt: str | None = Field(None, description="appended to each label task's prompt, {labels} = the label "
+                                                        "set (a prompted baseline: 'Answer with one of: {labels}')")
+    wrong_examples: int = Field(5, ge=0, description="wrong answers shown per task in the report")
+
+
+# ---------------------------------------------------------------- answers: extract and compare
+
+def last_number(text: str) -> str | None:
+    """The final number of a text ("所以，最终结果是231610" → "231610"; thousands commas dropped)."""
+    found = NUMBER.findall(text or "")
+    return found[-1].replace(",", "") if found else None
+
+
+def normalise(text: str) -> str:
+    t = unicodedata.normalize("NFKC", text or "").casefold()
+    return " ".join(t.split()).strip(END_PUNCT)
+
+
+def correct(kind: str, answer: str, expect: str) -> bool:
+    if kind == "number":
+        got = last_number(answer)
+        return got is not None and got == last_number(expect)
+    if kind == "contains":
+        return normalise(expect) in normalise(answer)
+    return normalise(answer) == normalise(expect)
+
+
+def as_label(answer: str, labels: list[str]) -> str | None:
+    """The label a generated answer names exactly (normalised), else None."""
+    n = normalise(answer)
+    return next((l for l in labels if normalise(l) == n), None)
+
+
+# ---------------------------------------------------------------- task files
+
+def _file_and_kind(spec: str) -> tuple[Path, str | None]:
+    head, _, tail = spec.rpartition(":")
+    if head and tail in KINDS:
+        return Path(head), tail
+    return Path(spec), None
+
+
+def read_task(spec: str, max_items: int | None = None) -> dict:
+    path, file_kind = _file_and_kind(spec)
+    items = []
+    for n, r in read_jsonl(path, "task file"):
+        if not isinstance(r, dict):
+            raise UserError(f"{path}:{n}: a task row is a JSON object with a prompt and an answer")
+        prompt = r.get("prompt") or r.get("text") or "\n".join(x for x in (r.get("instruction"), r.get("input")) if x)
+        expect = next((r[k] for k in ("answer", "label", "output") if isinstance(r.get(k), str)), None)
+        if not isinstance(prompt, str) or not prompt or expect is None:
+            raise UserError(f"{path}:{n}: needs a prompt (prompt, text or instruction) and an answer (answer, label "
+                            "or output)")
+        kind = r.get("kind") or file_kind or ("label" if "label" in r else "number" if re.search(
+            r"\d\D{0,3}$", expect.strip()) else "exact")
+        if kind not in KINDS:
+            raise UserError(f"{path}:{n}: kind: '{kind}' is not one of {', '.join(KINDS)}")
+        items.append({"row": n, "prompt": prompt, "expect": expect, "kind": kind, "labels": r.get("labels")})
+        if max_items and len(items) >= max_items:
+            break
+    if not items:
+        raise UserError(f"{path}: no task rows")
+    all_labels = sorted({i["expect"] for i in items if i["kind"] == "label"})
+    for i in items:
+        if i["kind"] == "label":
+            i["labels"] = i["labels"] or all_labels
+            if i["expect"] not in i["labels"]:
+                raise UserError(f"{path}:{i['row']}: label '{i['expect']}' is not in its labels")
+    name = path.stem if path.stem != "data" else f"{path.parent.name}-{path.stem}"
+    return {"name": name, "file": str(path), "items": items, "labels": all_labels}
+
+
+def retention_items() -> list[dict]:
+    text = resources.files("tunesmith.eval").joinpath("assets", "retention.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- scoring with a model
+
+def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: bool = True) -> list[float]:
+    """log P(label | prompt) for each label: the sum over the label's tokens (and the end of turn)
+    of the log-probability the model gives each token after the chat-template prompt."""
+    import torch
+
+    ctx = engine.prompt_ids([{"role": "user", "content": prompt}])
+    end = engine.stop_ids[:1] if with_end else []
+    conts = [list(engine.tok(l, add_special_tokens=False)["input_ids"]) + end for l in labels]
+    width = len(ctx) + max(len(c) for c in conts)
+    pad = engine.tok.pad_token_id or 0
+    ids = torch.tensor([ctx + c + [pad] * (width - len(ctx) - len(c)) for c in conts])
+    mask = torch.tensor([[1] * (len(ctx) + len(c)) + [0] * (width - len(ctx) - len(c)) for c in conts])
+    dev = next(engine.model.parameters()).device
+    with torch.inference_mode():
+        logp = engine.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1)
+    out = []
+    for k, c in enumerate(conts):
+        pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(c), device=dev)  # logits at t predict token t+1
+        out.append(float(logp[k, pos, torch.tensor(c, device=dev)].sum()))
+    return out
+
+
+def _generate(engine: Engine, prompts: list[str], tokens: int, batch: int) -> list[str]:
+    params, out = GenParams(max_new_tokens=tokens), []
+    for i in range(0, len(prompts), batch):
+        out += engine.generate([[{"role": "user", "content": p}] for p in prompts[i:i + batch]], params)
+    return out
+
+
+def classification(gold: list[str], pred: list[str | None], labels: list[str]) -> dict:
+    """Accuracy, per-label precision/recall and the confusion matrix (rows: gold; columns: the
+    labels, then "other" for an answer that names no label)."""
+    cols = labels + ["(other)"]
+    matrix = [[0] * len(cols) for _ in labels]
+    for g, p in zip(gold, pred):
+        matrix[labels.index(g)][cols.index(p if p in labels else "(other)")] += 1
+    per = {}
+    for j, l in enumerate(labels):
+        tp, predicted, support = matrix[j][j], sum(row[j] for row in matrix), sum(matrix[j])
+        per[l] = {"precision": round(tp / predicted, 4) if predicted else 0.0,
+                  "recall": round(tp / support, 4) if support else 0.0, "support": support}
+    acc = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+    return {"accuracy": round(acc, 4), "per_label": per, "confusion": {"labels": cols, "matrix": matrix}}
+
+
+def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
+    items = task["items"]
+    if cfg.label_prompt:
+        items = [{**i, "prompt": i["prompt"] + "\n" + cfg.label_prompt.format(labels=", ".join(i["labels"]))}
+                 if i["kind"] == "label" else i for i in items]
+    long = any(i["kind"] == "number" for i in items)
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens,
+                        cfg.batch_size)
+    rows, res = [], {}
+    for i, a in zip(items, answers):
+        rows.append({"instruction": i["prompt"], "input": "", "output": a, "expect": i["expect"], "kind": i["kind"],
+                     "correct": correct(i["kind"], a, i["expect"]), "row": i["row"]})
+    res["accuracy"] = round(sum(r["correct"] for r in rows) / len(rows), 4)
+    res["items"] = len(rows)
+    lab = [(i, r) for i, r in zip(items, rows) if i["kind"] == "label"]
+    if lab:
+        gold = [i["expect"] for i, _ in lab]
+        res["generate"] = classification(gold, [as_label(r["output"], i["labels"]) for i, r in lab], task["labels"])
+        ranked = []
+        for i, r in lab:
+            lp = label_logprobs(engine, i["prompt"], i["labels"])
+            r["ranked"] = i["labels"][max(range(len(lp)), key=lp.__getitem__)]
+            ranked.append(r["ranked"])
+        res["loglik"] = classification(gold, ranked, task["labels"])
+        res["accuracy"] = res["loglik"]["accuracy"]  # the headline for a label task: the ranking
+    return res, rows
+
+
+def score_retention(engine: Engine, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
+    items = retention_items()
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.short_tokens, cfg.batch_size)
+    rows = [{**i, "answer": a, "correct": mentions(a, i["expect"])} for i, a in zip(items, answers)]
+    res = {"accuracy": round(sum(r["correct"] for r in rows) / len(rows), 4), "items": len(rows)}
+    for lang in sorted({r["lang"] for r in rows}):
+        sub = [r["correct"] for r in rows if r["lang"] == lang]
+        res[f"accuracy_{lang}"] = round(sum(sub) / len(sub), 4)
+    return res, rows
+
+
+def evaluate(engine: Engine, tasks: list[dict], cfg: EvalTasksConfig) -> dict:
+    run = {"tasks": {}, "answers": {}}
+    for t in tasks:
+        run["tasks"][t["name"]], run["answers"][t["name"]] = score_task(engine, t, cfg)
+    if cfg.retention:
+        run["retention"], run["answers"]["retention"] = score_retention(engine, cfg)
+    return run
+
+
+def run_eval(cfg: EvalTasksConfig) -> dict:
+    from ..fsutil import check_writable_dir
+    from ..models.load import split_run_folder
+    from .task_report import write_report
+
+    if not cfg.tasks and not cfg.retention:
+        raise UserError("tasks: name at least one task file (or keep retention on)")
+    tasks = [read_task(s, cfg.max_items) for s in cfg.tasks]  # every file is checked before a model loads
+    names = [t["name"] for t in tasks]
+    if len(set(names)) != len(names):
+        raise UserError(f"tasks: two task files share the name '{max(names, key=names.count)}'; rename one")
+    if cfg.out:
+        check_writable_dir(cfg.out, "out")
+    model, adapters = split_run_folder(cfg.model, cfg.adapter)
+    runs = []
+    for adapter in [None, *adapters]:
+        engine = Engine.load(model, [adapter] if adapter else None, cfg.dtype, cfg.device, cfg.trust_remote_code)
+        label = "base" if adapter is None else Path(adapter).name or adapter
+        print(f"scoring {label} …")
+        runs.append({"name": label, "adapter": adapter, **evaluate(engine, tasks, cfg)})
+        del engine
+    rep = {"model": model, "tasks": {t["name"]: {"file": t["file"], "items": len(t["items"]),
+                                                 "kinds": sorted({i["kind"] for i in t["items"]}),
+                                                 "labels": t["labels"]} for t in tasks},
+           "runs": runs}
+    if cfg.retention and len(runs) > 1:
+        base = runs[0]["retention"]["accuracy"]
+        rep["retention_delta"] = {r["name"]: round(r["retention"]["accuracy"] - base, 4) for r in runs[1:]}
+    if cfg.out:
+        write_report(rep, Path(cfg.out), cfg.wrong_examples)
+    return rep
+
+
+def eval_tasks(cfg: EvalTasksConfig) -> int:
+    rep = run_eval(cfg)
+    for r in rep["runs"]:
+        scores = ", ".join(f"{n} {s['accuracy']:.1%}" for n, s in r["tasks"].items())
+        ret = f"retention {r['retention']['accuracy']:.1%}" if "retention" in r else ""
+        print(f"{r['name']}: {', '.join(x for x in (scores, ret) if x)}")
+    for name, d in rep.get("retention_delta", {}).items():
+        print(f"retention delta ({name} − base): {d * 100:+.1f} points")
+    if cfg.out:
+        print(f"report: {Path(cfg.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,107 @@
+"""The written step format shared by the task generators and their checkers (seed 001).
+
+Each line of a chain of thought is one template below, in Chinese (the seed's own wording) or
+English. A generator fills the templates; a checker matches each line against its template
+(numbers become ``(\\d+)`` groups) and recomputes every number, so a wrong digit anywhere fails.
+"""
+from __future__ import annotations
+
+import re
+
+WORDS = {
+    "zh": {"ask_mul": "计算{a}*{b}", "ask_add": "计算{a}+{b}", "start": "开始计算 {a} {op} {b}：",
+           "split": "把 ({a}, {b}) 拆成：", "parts": "分别计算乘积：", "sum": "开始相加乘积：",
+           "add": "计算 {x} + {y}：", "digit": "第{i}位，{p} + {q} + 之前的进位 {c} = {s}",
+           "carry": "；有进位1，保留{k}", "result": "得到结果 = {r}", "final": "所以，最终结果是{r}"},
+    "en": {"ask_mul": "Compute {a}*{b}", "ask_add": "Compute {a}+{b}", "start": "Start computing {a} {op} {b}:",
+           "split": "Split ({a}, {b}) into:", "parts": "Multiply the parts:", "sum": "Add the products:",
+           "add": "Compute {x} + {y}:", "digit": "Digit {i}: {p} + {q} + previous carry {c} = {s}",
+           "carry": "; carry 1, keep {k}", "result": "Result = {r}", "final": "So the final result is {r}"},
+}
+LANGS = tuple(WORDS)
+
+
+class StepError(ValueError):
+    """A line of a chain of thought that does not hold: ``line`` is 1-based (0: the whole text)."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+def pattern(template: str) -> re.Pattern:
+    """A template as a full-line regex: each ``{name}`` is a run of digits (``op``: + or *)."""
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out += re.escape(template[pos:m.start()])
+        out += r"(?P<op>[+*])" if m.group(1) == "op" else rf"(?P<{m.group(1)}>\d+)"
+        pos = m.end()
+    return re.compile(out + re.escape(template[pos:]) + r"\Z")
+
+
+class Lines:
+    """A cursor over the non-blank lines of an answer, matching one template at a time."""
+
+    def __init__(self, text: str, lang: str):
+        self.lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
+        self.words, self.n = WORDS[lang], 0
+
+    def take(self, key: str, template: str | None = None) -> dict[str, str]:
+        self.n += 1
+        if self.n > len(self.lines):
+            raise StepError(self.n, f"missing (expected '{self.words[key]}')")
+        m = pattern(template or self.words[key]).match(self.lines[self.n - 1])
+        if not m:
+            raise StepError(self.n, f"'{self.lines[self.n - 1]}' is not '{template or self.words[key]}'")
+        return m.groupdict()
+
+    def fail(self, message: str):
+        raise StepError(self.n, message)
+
+    def end(self) -> None:
+        if self.n < len(self.lines):
+            raise StepError(self.n + 1, f"unexpected line '{self.lines[self.n]}' after the final result")
+
+
+def addition_lines(x: int, y: int, lang: str) -> list[str]:
+    """``x + y`` digit by digit: both padded with zeros to the sum's width, each position with
+    the carry it received and, when it makes one, the carry it passes on."""
+    w = WORDS[lang]
+    width = len(str(x + y))
+    xs, ys = str(x).zfill(width), str(y).zfill(width)
+    out, carry = [w["add"].format(x=xs, y=ys)], 0
+    for i in range(width):
+        p, q = int(xs[-1 - i]), int(ys[-1 - i])
+        s = p + q + carry
+        line = w["digit"].format(i=i, p=p, q=q, c=carry, s=s)
+        out.append(line + (w["carry"].format(k=s % 10) if s >= 10 else ""))
+        carry = s // 10
+    return out + [w["result"].format(r=x + y)]
+
+
+def check_addition(lines: Lines, x: int, y: int) -> int:
+    """Check one addition block of ``x + y`` at the cursor; returns the sum."""
+    g = lines.take("add")
+    xs, ys = g["x"], g["y"]
+    if int(xs) != x or int(ys) != y:
+        lines.fail(f"adds {int(xs)} + {int(ys)}, expected {x} + {y}")
+    width = len(str(x + y))
+    if len(xs) != width or len(ys) != width:
+        lines.fail(f"operands must be padded to {width} digits, the width of the sum")
+    carry = 0
+    for i in range(width):
+        p, q = int(xs[-1 - i]), int(ys[-1 - i])
+        s = p + q + carry
+        want = {"i": str(i), "p": str(p), "q": str(q), "c": str(carry), "s": str(s)}
+        tpl = lines.words["digit"] + (lines.words["carry"] if s >= 10 else "")
+        g = lines.take("digit", tpl)
+        if s >= 10:
+            want["k"] = str(s % 10)
+        bad = [k for k in want if g.get(k) != want[k]]
+        if bad:
+            lines.fail(f"position {i}: expected " + lines.words["digit"].format(**want))
+        carry = s // 10
+    g = lines.take("result")
+    if g["r"] != str(x + y):
+        lines.fail(f"result {g['r']}, expected {x + y}")
+    return x + y

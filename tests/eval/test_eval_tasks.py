@@ -1,0 +1,129 @@
+"""``eval tasks``: answer extractors, the log-likelihood label ranking against a direct
+computation on a tiny model, classification metrics, task files, and the report files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunesmith.errors import UserError
+from tunesmith.eval.tasks import (EvalTasksConfig, as_label, classification, correct, label_logprobs, last_number,
+                                  normalise, read_task, retention_items, run_eval)
+
+
+def test_extractors_and_matching():
+    assert last_number("开始计算 12 * 34：…\n所以，最终结果是408") == "408"
+    assert last_number("So the final result is 1,234.") == "1234"
+    assert last_number("no number here") is None
+    assert correct("number", "… = 408\nSo the final result is 408", "所以，最终结果是408")
+    assert not correct("number", "the result is 4080", "408")
+    assert not correct("number", "I don't know", "408")
+    assert normalise("  下载场景。 ") == "下载场景" and normalise("Ｐａｒｉｓ!") == "paris"
+    assert correct("exact", "Paris.", "paris") and not correct("exact", "It is Paris", "Paris")
+    assert correct("contains", "It is Paris", "Paris")
+    assert as_label("下载场景。", ["下载场景", "退款场景"]) == "下载场景"
+    assert as_label("下载", ["下载场景", "退款场景"]) is None
+
+
+def test_classification_metrics_by_hand():
+    r = classification(["a", "a", "b", "b"], ["a", "b", "b", None], ["a", "b"])
+    assert r["accuracy"] == 0.5
+    assert r["per_label"]["a"] == {"precision": 1.0, "recall": 0.5, "support": 2}
+    assert r["per_label"]["b"] == {"precision": 0.5, "recall": 0.5, "support": 2}
+    assert r["confusion"] == {"labels": ["a", "b", "(other)"], "matrix": [[1, 1, 0], [0, 1, 1]]}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    from tunesmith.infer import Engine
+
+    return Engine.load(str(tiny_model), dtype="fp32", device="cpu")
+
+
+def test_label_ranking_equals_a_direct_computation(engine):
+    import torch
+
+    prompt, labels = "导出本月的数据", ["下载场景", "用户会员相关分析", "a"]
+    got = label_logprobs(engine, prompt, labels)
+    ctx = engine.prompt_ids([{"role": "user", "content": prompt}])
+    for label, value in zip(labels, got):
+        cont = engine.tok(label, add_special_tokens=False)["input_ids"] + engine.stop_ids[:1]
+        ids = torch.tensor([ctx + cont])  # one sequence, no padding: the plain definition
+        with torch.no_grad():
+            logp = engine.model(input_ids=ids).logits[0].log_softmax(-1)
+        want = sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+        assert value == pytest.approx(want, abs=1e-4)
+    # the end-of-turn token counts: without it a label's score is its tokens' alone (higher)
+    bare = label_logprobs(engine, prompt, labels, with_end=False)
+    assert all(b > g for b, g in zip(bare, got))
+
+
+def test_task_files_kinds_and_errors(tmp_path):
+    f = tmp_path / "intents.jsonl"
+    f.write_text('{"instruction": "导出本月的数据", "input": "", "output": "下载场景"}\n'
+                 '{"instruction": "会员消费情况", "input": "", "output": "用户会员相关分析"}\n', encoding="utf-8")
+    t = read_task(f"{f}:label")
+    assert [i["kind"] for i in t["items"]] == ["label", "label"] and t["labels"] == ["下载场景", "用户会员相关分析"]
+    assert [i["kind"] for i in read_task(str(f))["items"]] == ["exact", "exact"]
+    g = tmp_path / "mul.jsonl"
+    g.write_text('{"instruction": "计算12*34", "output": "…\\n所以，最终结果是408"}\n{"text": "hi", "label": "x", '
+                 '"labels": ["x", "y"]}\n', encoding="utf-8")
+    assert [i["kind"] for i in read_task(str(g))["items"]] == ["number", "label"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "answer": "a"}\n{"prompt": "q"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:2: needs a prompt"):
+        read_task(str(bad))
+    bad.write_text('{"prompt": "p", "answer": "a", "kind": "fuzzy"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl:1: kind: 'fuzzy'"):
+        read_task(str(bad))
+
+
+def test_retention_set_is_big_bilingual_and_answerable():
+    items = retention_items()
+    assert len(items) >= 150
+    assert {i["lang"] for i in items} == {"en", "zh"} and min(
+        sum(i["lang"] == lang for i in items) for lang in ("en", "zh")) >= 60
+    assert all(i["prompt"] and i["expect"] and all(isinstance(e, str) and e for e in i["expect"]) for i in items)
+    assert len({i["prompt"] for i in items}) == len(items)
+
+
+def test_report_base_vs_adapter(tmp_path, tiny_model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+                      init_lora_weights=False)  # random B: the tuned model really differs from the base
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora).save_pretrained(tmp_path / "ad")
+    intents = tmp_path / "intents.jsonl"
+    intents.write_text("".join(json.dumps({"instruction": q, "output": a}, ensure_ascii=False) + "\n" for q, a in
+                               [("导出本月的数据", "下载场景"), ("refund my order", "refund"),
+                                ("下载报表", "下载场景"), ("I want my money back", "refund")]), encoding="utf-8")
+    mul = tmp_path / "mul.jsonl"
+    mul.write_text('{"instruction": "计算12*34", "output": "所以，最终结果是408"}\n', encoding="utf-8")
+    out = tmp_path / "report"
+    rep = run_eval(EvalTasksConfig(model=str(tiny_model), adapter=[str(tmp_path / "ad")],
+                                   tasks=[f"{intents}:label", str(mul)], out=str(out), short_tokens=3,
+                                   max_new_tokens=4, batch_size=64, device="cpu"))
+    assert [r["name"] for r in rep["runs"]] == ["base", "ad"]
+    for name in ("report.md", "report.json", "scores.png", "confusion-intents-base.png", "confusion-intents-ad.png",
+                 "answers/base/mul.jsonl", "answers/ad/retention.jsonl"):
+        assert (out / name).is_file(), name
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    base, tuned = saved["runs"]
+    assert saved["retention_delta"]["ad"] == pytest.approx(tuned["retention"]["accuracy"] -
+                                                           base["retention"]["accuracy"])
+    assert base["retention"]["items"] == len(retention_items())
+    conf = base["tasks"]["intents"]["loglik"]["confusion"]
+    assert conf["labels"] == ["refund", "下载场景", "(other)"] and sum(map(sum, conf["matrix"])) == 4
+    answers = [json.loads(x) for x in (out / "answers/base/mul.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert answers[0]["instruction"] == "计算12*34" and "output" in answers[0]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "Retention delta, ad − base" in md and "ranked by log-likelihood" in md and "## Wrong answers" in md
+
+
+def test_bad_task_file_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(UserError, match="task file not found"):
+        run_eval(EvalTasksConfig(model="no-such-model-anywhere", tasks=[str(tmp_path / "missing.jsonl")],
+                                 out=str(tmp_path / "r")))
+    assert not (tmp_path / "r").exists()
