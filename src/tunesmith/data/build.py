@@ -31,7 +31,7 @@ def _bad_rows_error(problems: list[Problem]) -> UserError:
                      "or set data.drop_bad_rows: true)")
 
 
-def _say_warnings(d: LoadedDataset) -> None:
+def say_warnings(d: LoadedDataset) -> None:
     """One line per kind of warning: training goes on with these rows."""
     if d.deduped:
         print(f"data: dataset '{d.name}': dropped {d.deduped} exact duplicate row{'s' * (d.deduped != 1)} "
@@ -47,24 +47,32 @@ def _say_warnings(d: LoadedDataset) -> None:
               "--author ...`")
 
 
+def load_checked(cfg: DataConfig, what: str = "dataset") -> list[LoadedDataset]:
+    """Every dataset of ``cfg`` loaded and row-checked (SFT and preference objectives alike).
+    Raises UserError for no datasets, a dataset that can't be found, or bad rows (unless
+    ``drop_bad_rows``)."""
+    if not cfg.datasets:
+        raise UserError(f"data.datasets is empty: list at least one {what}")
+    loaded = [load_dataset(ds, cfg.dataset_dir, cfg.dedupe, key=f"data.datasets[{i}]")
+              for i, ds in enumerate(cfg.datasets)]
+    problems = [p for d in loaded for p in d.problems]
+    if problems and not cfg.drop_bad_rows:
+        raise _bad_rows_error(problems)
+    return loaded
+
+
 def build_sft_data(cfg: DataConfig, tokenizer) -> SFTData:
     """Rendered, mixed and split training rows.
 
     Raises UserError for: no datasets; a dataset that can't be found; bad rows (unless
     ``drop_bad_rows``); preference data; text mixed with chat data; a template the
     tokenizer lacks (set ``template``); and no row left after rendering."""
-    if not cfg.datasets:
-        raise UserError("data.datasets is empty: list at least one dataset")
-    loaded = [load_dataset(ds, cfg.dataset_dir, cfg.dedupe, key=f"data.datasets[{i}]")
-              for i, ds in enumerate(cfg.datasets)]
-    problems = [p for d in loaded for p in d.problems]
-    if problems and not cfg.drop_bad_rows:
-        raise _bad_rows_error(problems)
+    loaded = load_checked(cfg)
     for d in loaded:
         if any(isinstance(r, PreferencePair) for r in d.rows):
             raise UserError(f"dataset '{d.name}' holds preference pairs (chosen/rejected): it is DPO data, "
                             "not supervised fine-tuning data")
-        _say_warnings(d)
+        say_warnings(d)
     text = [d.name for d in loaded if d.rows and isinstance(d.rows[0], TextDoc)]
     if text and len(text) < len([d for d in loaded if d.rows]):
         chat = next(d.name for d in loaded if d.rows and not isinstance(d.rows[0], TextDoc))
@@ -94,11 +102,11 @@ def build_sft_data(cfg: DataConfig, tokenizer) -> SFTData:
     train = [rendered[s][i] for s, i in train_idx]
     val = [rendered[s][i] for s, i in val_idx]
     used = Counter(s for s, _ in train_idx + val_idx)
-    report = [_report(d, used[k], template_bad[k]) | {"dropped_too_long": dropped[k]} for k, d in enumerate(loaded)]
+    report = [dataset_report(d, used[k], template_bad[k]) | {"dropped_too_long": dropped[k]} for k, d in enumerate(loaded)]
     return SFTData(train, val, report)
 
 
-def _report(d: LoadedDataset, used: int, more_bad: int = 0) -> dict:
+def dataset_report(d: LoadedDataset, used: int, more_bad: int = 0) -> dict:
     return {"name": d.name, "path": str(Path(d.config.path).resolve()), "sha256": d.sha256, "rows": d.total,
             "bad_rows": d.bad_rows + more_bad, "rows_used": used, "duplicates": d.duplicates,
             "duplicates_dropped": d.deduped}
@@ -126,4 +134,4 @@ def _build_text(cfg: DataConfig, tok, loaded: list[LoadedDataset]) -> SFTData:
         return [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]  # one token predicts nothing
 
     used = Counter(s for s, _ in train_idx + val_idx)
-    return SFTData(pack(train_idx), pack(val_idx), [_report(d, used[k]) for k, d in enumerate(loaded)])
+    return SFTData(pack(train_idx), pack(val_idx), [dataset_report(d, used[k]) for k, d in enumerate(loaded)])

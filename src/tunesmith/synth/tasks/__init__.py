@@ -17,9 +17,7 @@ final number; it prints the pass rate and the first failing line of each failed 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 from pathlib import Path
 from typing import Literal
 

@@ -149,27 +149,20 @@ def build_pref_data(cfg, tokenizer):
     data; each row is ``{"chosen": {input_ids, labels}, "rejected": {…}}``."""
     from collections import Counter
 
-    from ...data.build import _bad_rows_error, _report, _say_warnings
-    from ...data.load import load_dataset
+    from ...data.build import dataset_report, load_checked, say_warnings
     from ...data.mix import mix
     from ...data.render import render_many
     from ...data.types import Conversation, PreferencePair
     from ...errors import UserError
     from ...models.template import ensure_chat_template
 
-    if not cfg.datasets:
-        raise UserError("data.datasets is empty: list at least one dataset of preference pairs")
-    loaded = [load_dataset(ds, cfg.dataset_dir, cfg.dedupe, key=f"data.datasets[{i}]")
-              for i, ds in enumerate(cfg.datasets)]
-    problems = [p for d in loaded for p in d.problems]
-    if problems and not cfg.drop_bad_rows:
-        raise _bad_rows_error(problems)
+    loaded = load_checked(cfg, "dataset of preference pairs")
     for d in loaded:
         if d.rows and not isinstance(d.rows[0], PreferencePair):
             raise UserError(f"dataset '{d.name}' has no chosen/rejected answers: preference objectives (dpo, ipo, "
                             "simpo) train on pairs; use objective: sft for it, or make pairs with "
                             "`tunesmith synth preference`")
-        _say_warnings(d)
+        say_warnings(d)
     ensure_chat_template(tokenizer, cfg.template, "the model's tokenizer")
 
     rendered, dropped, template_bad = [], [], []
@@ -194,6 +187,6 @@ def build_pref_data(cfg, tokenizer):
     train_idx, val_idx = mix([len(r) for r in rendered], [d.config.samples for d in loaded],
                              [d.config.ratio for d in loaded], cfg.val_size, cfg.seed)
     used = Counter(s for s, _ in train_idx + val_idx)
-    report = [_report(d, used[k], template_bad[k]) | {"dropped_too_long": dropped[k]} for k, d in enumerate(loaded)]
+    report = [dataset_report(d, used[k], template_bad[k]) | {"dropped_too_long": dropped[k]} for k, d in enumerate(loaded)]
     return [rendered[s][i] for s, i in train_idx], [rendered[s][i] for s, i in val_idx], report
 
