@@ -66,7 +66,7 @@ VERBS: list[Verb] = [
          "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True,
          consumes=("dataset",), produces=("report",)),
     Verb("train", "tunesmith.train:train", "tunesmith.train.config:TrainConfig",
-         "supervised fine-tuning: LoRA or full (recipe YAML + overrides)", consumes=("model", "dataset"),
+         "fine-tuning: SFT, or DPO / IPO / SimPO on pairs; LoRA, QLoRA or full (recipe YAML + overrides)", consumes=("model", "dataset"),
          produces=("adapter",), output_field="output_dir"),
     Verb("identity", "tunesmith.jobs.identity:identity", "tunesmith.jobs.identity:IdentityJobConfig",
          "the identity journey: synth → train (LoRA) → eval → before/after report", consumes=("model",),
@@ -112,8 +112,10 @@ VERBS: list[Verb] = [
          "DPO pairs: identity answer vs the model's own (--name/--author), or two answer files (--chosen/--rejected)",
          consumes=("model",), produces=("dataset",), output_field="out"),
 ]
-GROUPS = {"data": "load, check, convert and describe datasets", "eval": "before/after evaluation reports",
-          "export": "merge adapters; GGUF and Ollama export", "synth": "make training data (identity, distill, CoT)"}
+GROUPS = {"data": "load, check, convert and describe datasets",
+          "eval": "before/after evaluation reports: identity, probes, tasks with retention",
+          "export": "merge adapters into the base, verified (GGUF and Ollama export: not built yet)",
+          "synth": "make training data: teacher distill, style, judge, chunks, preference pairs, CoT tasks"}
 
 
 def register(verb: Verb) -> Verb:
