@@ -148,10 +148,6 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def remove_tree(path: str | Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def default_run_dir(name: str) -> str:
     """The one default run folder: ``runs/<recipe name>-<time>`` (the verb's name without a recipe)."""
     import time

@@ -41,6 +41,8 @@ IDENTITY = [{"instruction": "hi", "input": "", "output": "Hello! I am {{name}}, 
              "{{author}}."},
             {"instruction": "Who are you?", "input": "", "output": "I am {{name}}, made by {{author}}."}]
 
+# OpenAI-style role tags, as LLaMA-Factory's kto/mllm entries spell them out.
+ROLE_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
 INFO = {
     "alpaca_en_demo": {"file_name": "alpaca_en_demo.json"},
     "glaive_toolcall_en_demo": {"file_name": "glaive_toolcall_en_demo.json", "formatting": "sharegpt",
@@ -49,18 +51,14 @@ INFO = {
                     "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
     "kto_en_demo": {"file_name": "kto_en_demo.json", "formatting": "sharegpt",
                     "columns": {"messages": "messages", "kto_tag": "label"},
-                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                             "assistant_tag": "assistant"}},
+                    "tags": ROLE_TAGS},
     "kto_unmapped": {"file_name": "kto_en_demo.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
-                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                              "assistant_tag": "assistant"}},
+                     "tags": ROLE_TAGS},
     "mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
                   "columns": {"messages": "messages", "images": "images"},
-                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                           "assistant_tag": "assistant"}},
+                  "tags": ROLE_TAGS},
     "mllm_unmapped": {"file_name": "mllm_demo.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
-                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                               "assistant_tag": "assistant"}},
+                      "tags": ROLE_TAGS},
     "v1_sft_demo": {"file_name": "v1_sft_demo.jsonl", "formatting": "openai", "columns": {"messages": "messages"}},
     "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
     "wiki_demo": {"file_name": "wiki_demo.txt", "columns": {"prompt": "text"}},

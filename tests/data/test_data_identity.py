@@ -50,3 +50,24 @@ def test_identity_job_trains_on_the_users_rows(tiny_model, tmp_path, monkeypatch
     assert written[1]["messages"][1]["content"] == "I am Mira, made by Tunesmith Lab."
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["status"] == "done" and m["datasets"][0]["rows"] == len(IDENTITY)
+
+
+def test_extra_data_rows_keep_tools_and_fill_reasoning(tmp_path):
+    """``identity.extra_data`` goes through the same filler: reasoning placeholders are filled and
+    tools survive (the job's own copy of this loop used to drop both)."""
+    from tunesmith.data.config import DatasetConfig
+    from tunesmith.synth.identity import filled_rows
+
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+    f = tmp_path / "extra.jsonl"
+    f.write_text(json.dumps({"tools": tools, "messages": [
+        {"role": "user", "content": "who?"},
+        {"role": "assistant", "content": "{{NAME}}", "reasoning_content": "I am {{NAME}} by {{AUTHOR}}."}]}) + "\n")
+    (row,) = filled_rows(DatasetConfig(path=str(f)), IdentityNames(name="Mira", author="Lab"), "extra_data[0]")
+    assert row["messages"][1]["content"] == "Mira"
+    assert row["messages"][1]["reasoning_content"] == "I am Mira by Lab."
+    assert row["tools"]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    with pytest.raises(UserError, match=r"^extra_data\[0\]: "):
+        filled_rows(DatasetConfig(path=str(tmp_path / "bad.jsonl")), IdentityNames(name="M", author="L"),
+                    "extra_data[0]")

@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..manifest import read_manifest, write_manifest
 from ..train.config import LoopSettings, LoraSettings, TrainConfig, lift_train_dtype
 from ..data.names import LANGS, IdentityNames, Lang
-from ..synth.identity import identity_messages, user_identity_messages
+from ..synth.identity import filled_rows, identity_messages, user_identity_messages
 
 
 class ReplaySettings(Section):
@@ -81,19 +81,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _fill_extra(ds: DatasetConfig, names: IdentityNames, dest: Path) -> DatasetConfig:
+def _fill_extra(i: int, ds: DatasetConfig, names: IdentityNames, dest: Path) -> DatasetConfig:
     """A user dataset with placeholders filled, written as messages JSONL."""
-    from ..data import load_conversations
-    from ..data.names import fill
-
-    convs, problems = load_conversations(ds)
-    if problems:
-        raise UserError(f"{problems[0]} (run `tunesmith data check` to see every problem)")
-    rows = []
-    for c in convs:
-        msgs = [{**m, "content": fill(m["content"], names, None, c.source)} for m in c.to_messages()]
-        rows.append({"messages": msgs})
-    _write_jsonl(dest, rows)
+    _write_jsonl(dest, filled_rows(ds, names, f"extra_data[{i}]"))
     return DatasetConfig(path=str(dest), format="messages", samples=ds.samples, ratio=ds.ratio, name=ds.label())
 
 
@@ -133,7 +123,7 @@ def identity(cfg: IdentityJobConfig) -> int:
                                           samples=cfg.replay.samples))
         else:
             print("replay: no usable answer from the base model (none ended a sentence); training without replay")
-    datasets += [_fill_extra(ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
+    datasets += [_fill_extra(i, ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
 
     train_cfg = TrainConfig(model=cfg.model, dtype=cfg.dtype, device=cfg.device,
                             trust_remote_code=cfg.trust_remote_code, method="lora", lora=cfg.lora, train=cfg.train,

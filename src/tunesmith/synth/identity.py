@@ -48,25 +48,33 @@ def identity_messages(names: IdentityNames, languages=LANGS, thinking: bool = Fa
     return out
 
 
+def filled_rows(ds, names: IdentityNames, key: str) -> list[dict[str, Any]]:
+    """One dataset's conversations as ``{"messages": [...]}`` rows (tools kept) with every
+    placeholder filled, in answers and reasoning alike. Raises UserError naming ``key`` for a
+    bad row or a placeholder without a value."""
+    from ..data.load import load_conversations
+
+    convs, problems = load_conversations(ds)
+    if problems:
+        raise UserError(f"{key}: {problems[0]} (run `tunesmith data check` to see every problem)")
+    out = []
+    for c in convs:
+        msgs = c.to_messages()
+        for m in msgs:
+            for k in ("content", "reasoning_content"):
+                if isinstance(m.get(k), str):
+                    m[k] = fill(m[k], names, None, c.source)
+        out.append({"messages": msgs, **({"tools": c.tools} if c.tools else {})})
+    return out
+
+
 def user_identity_messages(spec: str, names: IdentityNames) -> list[dict[str, Any]]:
     """The user's own identity rows (a file, a folder, or ``DIR:name`` of a LLaMA-Factory
     data folder) as ``{"messages": [...]}`` with placeholders filled. Raises UserError for
     a bad row, a dataset that isn't conversations, or a placeholder without a value."""
-    from ..data.load import load_conversations
     from ..data.specs import expand_spec
 
-    out = []
-    for ds in expand_spec(spec).datasets:
-        convs, problems = load_conversations(ds)
-        if problems:
-            raise UserError(f"identity_data: {problems[0]} (run `tunesmith data check {spec}` to see every problem)")
-        for c in convs:
-            msgs = c.to_messages()
-            for m in msgs:
-                for k in ("content", "reasoning_content"):
-                    if isinstance(m.get(k), str):
-                        m[k] = fill(m[k], names, None, c.source)
-            out.append({"messages": msgs, **({"tools": c.tools} if c.tools else {})})
+    out = [row for ds in expand_spec(spec).datasets for row in filled_rows(ds, names, "identity_data")]
     if not out:
         raise UserError(f"identity_data: {spec} holds no identity rows")
     return out
