@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU torch unless a GPU is present (an unpinned torch pulls several GB of CUDA packages).
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test install dev clean-cache chromium
+.PHONY: demo test install dev gguf clean-cache chromium golang
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,10 +27,18 @@ install: $(VENV)/.installed
 
 dev: $(VENV)/.installed-dev
 
+# GGUF export (tunesmith[gguf]): llama-cpp-python builds from its sdist once (~15 min on 2 cores);
+# pip's wheel cache keeps the build for the next venv.
+$(VENV)/.installed-gguf: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[gguf]"
+	touch $@
+
+gguf: $(VENV)/.installed-gguf
+
 demo: $(VENV)/.installed
 	$(BIN)/tunesmith identity recipes/identity.yaml
 
-test: $(VENV)/.installed-dev chromium
+test: $(VENV)/.installed-dev $(VENV)/.installed-gguf chromium golang
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # The chat page's browser test needs headless Chromium (Debian's package); install it where it is missing.
@@ -38,6 +46,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium; } || \
 	  echo "chromium is missing and could not be installed: run 'apt-get install -y chromium'"; }
+
+# The Ollama TEMPLATE test renders with Go's text/template (Debian's golang-go); install it where it is missing.
+golang:
+	@command -v go >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq golang-go; } || \
+	  echo "go is missing and could not be installed: run 'apt-get install -y golang-go'"; }
 
 clean-cache:
 	rm -rf $${TUNESMITH_HOME:-$$HOME/.cache/tunesmith}

@@ -59,6 +59,11 @@ def _adapter_with_wrong_hash(cwd: Path, fx: dict) -> None:
 IN = _write("in.jsonl", '{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "yo"}\n')
 PROBES = _write("probes.jsonl", '{"prompt": "hi", "expect": "x"}\n')
 PREDICT = ["predict", "--model", "{tiny}", "--input", "in.jsonl"]
+GGUF = ["export", "gguf", "--model", "{tiny}"]
+LM_EVAL_TASK = _all(_write("tasks/mc.jsonl", '{"q": "2+2=", "choices": ["3", "4"], "a": 1}\n'),
+                    _write("tasks/mc.yaml", "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                           "    test: tasks/mc.jsonl\ntest_split: test\noutput_type: multiple_choice\n"
+                           "doc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: a\n"))
 
 CASES = [
     # --- outputs that cannot be written: refused before any model loads
@@ -92,6 +97,17 @@ CASES = [
      "out d is a folder"),
     ("identity-output-dir-is-file", ["identity", "--model", "{tiny}", "--name", "Ada", "--author", "Lab",
                                      "--output_dir", "f.txt"], _write("f.txt", "keep"), "output_dir f.txt is a file"),
+    # --- export gguf: checked before any model loads or converts
+    ("gguf-unknown-quant", GGUF + ["--out", "o", "--quant", "f16,q9_k"], None, "'q9_k' is not a GGUF type"),
+    ("gguf-out-in-proc", GGUF + ["--out", "/proc/x/o"], None, "cannot write"),
+    ("gguf-out-is-file", GGUF + ["--out", "f.txt"], _write("f.txt", "keep me"), "f.txt is a file: choose a folder"),
+    ("gguf-unsupported-architecture", ["export", "gguf", "--model", "weird", "--out", "o"],
+     _write("weird/config.json", '{"architectures": ["WeirdForCausalLM"], "model_type": "weird"}'),
+     "is not supported by llama.cpp's converter"),
+    # llama-cpp-python absent: a module of that name that fails to import, first on sys.path (the cwd)
+    ("gguf-missing-llama-cpp", GGUF + ["--out", "o"],
+     _write("llama_cpp.py", "raise ImportError(\"No module named 'llama_cpp'\", name='llama_cpp')\n"),
+     "pip install 'tunesmith[gguf]'"),
     # --- files that say .gguf but are not whole GGUF models
     ("chat-gguf-is-text", ["chat", "fake.gguf", "--prompt", "hi"], _write("fake.gguf", "hello\n"),
      "not a GGUF model file"),
@@ -130,6 +146,9 @@ CASES = [
     ("train-bad-yaml", ["train", "bad.yaml"], _write("bad.yaml", "model: [unclosed\n"), "bad.yaml:2: not valid YAML"),
     ("train-yaml-not-mapping", ["train", "list.yaml"], _write("list.yaml", "- a\n- b\n"), "must be a mapping"),
     ("predict-missing-output", ["predict", "--input", "in.jsonl"], IN, "output"),
+    # --- lm-evaluation-harness: a task name that is neither local nor one of the harness's
+    ("lm-eval-unknown-task", ["eval", "lm-eval", "--model", "{tiny}", "--tasks", "tiny_mcc", "--include_path", "tasks",
+                              "--out", "res"], LM_EVAL_TASK, "unknown task 'tiny_mcc'"),
 ]
 
 
@@ -174,7 +193,8 @@ def fixtures(tmp_path_factory, tiny_model, embedded_dir) -> dict:
 def results(fixtures, tmp_path_factory) -> dict:
     """Run every case at once (a few at a time): ``id → (process, before, after)``."""
     root = tmp_path_factory.mktemp("cases")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # a module a case writes (llama_cpp.py) leaves no __pycache__
 
     def one(case):
         cid, argv, setup, _ = case

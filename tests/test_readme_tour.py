@@ -34,6 +34,8 @@ HEAVY = {
     'tunesmith eval identity --model smollm2-135m-instruct --adapter runs/identity-... --name Ada --author "Ada Lab"',
     # four stages (two trainings on SmolLM2): minutes of CPU; tests/test_pipeline.py runs it on a tiny model
     "tunesmith pipeline recipes/skill-then-identity.yaml",
+    # the identity run above, merged and converted to three GGUF files: tests/export/test_gguf.py does this
+    "tunesmith export gguf --adapter runs/identity-... --out gguf/mira --quant f16,q8_0,q4_k_m",
     # its model is the pipeline's output above
     "tunesmith eval probes --model runs/skill-then-identity/4-final --probes recipes/data/velora_probes.jsonl",
 }

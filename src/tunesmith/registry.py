@@ -84,6 +84,9 @@ VERBS: list[Verb] = [
     Verb("export merge", "tunesmith.export.merge:merge", "tunesmith.export.merge:MergeConfig",
          "merge adapters into the base and verify the logits", consumes=("model", "adapter"),
          produces=("merged",), output_field="out"),
+    Verb("export gguf", "tunesmith.export.gguf:export_gguf", "tunesmith.export.gguf:GgufConfig",
+         "GGUF (f16, q8_0, q4_k_m…) with llama.cpp's converter and quantizer, an Ollama Modelfile and a README",
+         consumes=("model", "adapter"), produces=("gguf",), output_field="out"),
     Verb("convert-recipe", "tunesmith.lf_compat:convert_recipe", "tunesmith.lf_compat:ConvertRecipeConfig",
          "translate a LLaMA-Factory YAML (train, merge or inference) into a tunesmith recipe", positional="path",
          yaml_is_data=True),
@@ -108,13 +111,16 @@ VERBS: list[Verb] = [
     Verb("eval tasks", "tunesmith.eval.tasks:eval_tasks", "tunesmith.eval.tasks:EvalTasksConfig",
          "task scores (exact, number, label ranking by log-likelihood) and retention, base vs each adapter",
          consumes=("model", "adapter"), produces=("report",), output_field="out"),
+    Verb("eval lm-eval", "tunesmith.eval.lm_eval:eval_lm_eval", "tunesmith.eval.lm_eval:EvalLmEvalConfig",
+         "lm-evaluation-harness tasks on the model (+ adapters): local task YAMLs offline, benchmarks from the hub "
+         "(extra: tunesmith[lm-eval])", consumes=("model", "adapter"), produces=("report",), output_field="out"),
     Verb("synth preference", "tunesmith.synth.preference:preference", "tunesmith.synth.preference:PreferenceConfig",
          "DPO pairs: identity answer vs the model's own (--name/--author), or two answer files (--chosen/--rejected)",
          consumes=("model",), produces=("dataset",), output_field="out"),
 ]
 GROUPS = {"data": "load, check, convert and describe datasets",
-          "eval": "before/after evaluation reports: identity, probes, tasks with retention",
-          "export": "merge adapters into the base, verified (GGUF and Ollama export: not built yet)",
+          "eval": "before/after evaluation reports: identity, probes, tasks with retention; lm-eval benchmarks",
+          "export": "merge adapters into the base (verified); GGUF files and an Ollama Modelfile for llama.cpp, Ollama, Jan",
           "synth": "make training data: teacher distill, style, judge, chunks, preference pairs, CoT tasks"}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tunesmith.errors import UserError
 from tunesmith.eval.tasks import (EvalTasksConfig, as_label, classification, correct, label_logprobs, last_number,
-                                  normalise, read_task, retention_items, run_eval)
+                                  normalise, read_task, retention_items, run_eval, shot_turns)
 
 
 def test_extractors_and_matching():
@@ -40,6 +40,15 @@ def engine(tiny_model):
     return Engine.load(str(tiny_model), dtype="fp32", device="cpu")
 
 
+def _direct_logprob(engine, ctx: list[int], label: str) -> float:
+    import torch
+
+    cont = engine.tok(label, add_special_tokens=False)["input_ids"] + engine.stop_ids[:1]
+    with torch.no_grad():  # one sequence, no padding: the plain definition
+        logp = engine.model(input_ids=torch.tensor([ctx + cont])).logits[0].log_softmax(-1)
+    return sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+
+
 def test_label_ranking_equals_a_direct_computation(engine):
     import torch
 
@@ -56,6 +65,20 @@ def test_label_ranking_equals_a_direct_computation(engine):
     # the end-of-turn token counts: without it a label's score is its tokens' alone (higher)
     bare = label_logprobs(engine, prompt, labels, with_end=False)
     assert all(b > g for b, g in zip(bare, got))
+
+
+def test_shots_are_earlier_turns_of_the_same_chat(tmp_path, engine):
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"instruction": "计算12*34", "output": "所以，最终结果是408"}\n'
+                     '{"instruction": "计算11*11", "output": "所以，最终结果是121"}\n', encoding="utf-8")
+    turns = shot_turns(EvalTasksConfig(model="m", shots=str(shots)))  # n_shots 1: the first row only
+    assert turns == [{"role": "user", "content": "计算12*34"}, {"role": "assistant", "content": "所以，最终结果是408"}]
+    assert len(shot_turns(EvalTasksConfig(model="m", shots=str(shots), n_shots=2))) == 4
+    prompt, labels = "导出本月的数据", ["下载场景", "a"]
+    ctx = engine.prompt_ids([*turns, {"role": "user", "content": prompt}])
+    got = label_logprobs(engine, prompt, labels, shots=turns)
+    assert got == pytest.approx([_direct_logprob(engine, ctx, l) for l in labels], abs=1e-4)
+    assert got != pytest.approx(label_logprobs(engine, prompt, labels), abs=1e-4)
 
 
 def test_task_files_kinds_and_errors(tmp_path):
@@ -126,4 +149,8 @@ def test_bad_task_file_fails_before_any_model_loads(tmp_path):
     with pytest.raises(UserError, match="task file not found"):
         run_eval(EvalTasksConfig(model="no-such-model-anywhere", tasks=[str(tmp_path / "missing.jsonl")],
                                  out=str(tmp_path / "r")))
+    (tmp_path / "t.jsonl").write_text('{"prompt": "p", "answer": "a"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="task file not found: .*missing-shots.jsonl"):
+        run_eval(EvalTasksConfig(model="no-such-model-anywhere", tasks=[str(tmp_path / "t.jsonl")],
+                                 shots=str(tmp_path / "missing-shots.jsonl"), out=str(tmp_path / "r")))
     assert not (tmp_path / "r").exists()

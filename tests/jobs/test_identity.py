@@ -66,6 +66,19 @@ def test_metrics_on_hand_made_answers():
     assert c["unchanged"] == 0.5 and 0 < c["closeness"] < 1
 
 
+def test_leak_rate_is_reported_per_language():
+    general = eval_identity.general_probes()
+    answers = {"identity": ["I am Mira by Tunesmith Lab."] * len(eval_identity.identity_probes()),
+               "general": ["我是Mira。" if p["lang"] == "zh" else "Paris." for p in general]}
+    s = eval_identity.score(answers, names.IdentityNames(name="Mira", author="Tunesmith Lab"), ["en", "zh"])
+    assert s["leak_rate_zh"] == 1.0 and s["leak_rate_en"] == 0.0
+    assert s["leak_rate"] == pytest.approx(sum(p["lang"] == "zh" for p in general) / len(general), abs=1e-4)
+    rep = {"identity": {"name": "Mira", "author": "Tunesmith Lab"}, "languages": ["en", "zh"],
+           "probes": {"identity": 1, "general": 1}, "base": {"model": "b", "scores": s},
+           "tuned": {"model": "t", "adapter": [], "scores": s}, "samples": []}
+    assert "| leak rate (zh) | 100% | 100% |" in eval_identity.report_markdown(rep)
+
+
 def test_trim_to_sentence():
     assert trim_to_sentence("Paris is big. It has a tower. And also many") == "Paris is big. It has a tower."
     assert trim_to_sentence("巴黎很大。它有铁塔。还有很多") == "巴黎很大。它有铁塔。"

@@ -82,8 +82,14 @@ def answer_probes(model: str, adapter: list[str], cfg: EvalIdentityConfig, cache
 def score(answers: dict[str, list[str]], names: IdentityNames, languages: list[str]) -> dict:
     probes = identity_probes(languages)
     res = metrics.identity_scores(probes, answers["identity"], names.all_values("name"), names.all_values("author"))
-    res["leak_rate"] = metrics.leak_rate(answers["general"], names.all_values("name") + names.all_values("author"))
+    values = names.all_values("name") + names.all_values("author")
+    res["leak_rate"] = metrics.leak_rate(answers["general"], values)
+    general = general_probes(languages)
     for lang in languages:
+        # Per language: a leak in one language (e.g. "我是…" before unrelated zh answers) is not
+        # averaged away by a clean other one.
+        res[f"leak_rate_{lang}"] = metrics.leak_rate(
+            [a for p, a in zip(general, answers["general"]) if p["lang"] == lang], values)
         sub = [(p, a) for p, a in zip(probes, answers["identity"]) if p["lang"] == lang]
         s = metrics.identity_scores([p for p, _ in sub], [a for _, a in sub], names.all_values("name"),
                                     names.all_values("author"))
@@ -105,13 +111,19 @@ def report_markdown(rep: dict) -> str:
              f"{rep['probes']['identity']} identity probes, {rep['probes']['general']} general probes "
              f"(held out from training); closeness = {rep['tuned']['scores'].get('closeness_measure', '')}", "",
              "| metric | base | tuned |", "|---|---|---|"]
-    for label, key in ROWS + [(f"name hit rate ({lang})", f"name_hit_rate_{lang}") for lang in rep["languages"]]:
+    for label, key in ROWS + _per_lang(rep["languages"]):
         b, t = rep["base"]["scores"].get(key), rep["tuned"]["scores"].get(key)
         lines.append(f"| {label} | {_fmt(b)} | {_fmt(t)} |")
     lines += ["", "## Sample answers (tuned)", ""]
     for q, a in rep["samples"]:
         lines.append(f"- **{q}** → {a}")
     return "\n".join(lines) + "\n"
+
+
+def _per_lang(languages: list[str]) -> list[tuple[str, str]]:
+    return [(f"{what} ({lang})", f"{key}_{lang}") for what, key in
+            (("name hit rate", "name_hit_rate"), ("author hit rate", "author_hit_rate"), ("leak rate", "leak_rate"))
+            for lang in languages]
 
 
 def _fmt(v) -> str:
@@ -126,7 +138,7 @@ def print_table(rep: dict) -> None:
     t.add_column("metric")
     t.add_column("base", justify="right")
     t.add_column("tuned", justify="right")
-    for label, key in ROWS:
+    for label, key in ROWS + [r for r in _per_lang(rep["languages"]) if r[1].startswith("leak")]:
         t.add_row(label, _fmt(rep["base"]["scores"].get(key)), _fmt(rep["tuned"]["scores"].get(key)))
     Console().print(t)
 

@@ -55,6 +55,10 @@ class EvalTasksConfig(AdaptedModelSection):
     label_prompt: str | None = Field(None, description="appended to each label task's prompt, {labels} = the label "
                                                         "set (a prompted baseline: 'Answer with one of: {labels}')")
     wrong_examples: int = Field(5, ge=0, description="wrong answers shown per task in the report")
+    shots: str | None = Field(None, description="a task file whose first n_shots rows are shown before every task "
+                                                "prompt as earlier user/assistant turns (a few-shot prompted "
+                                                "baseline, e.g. one worked chain of thought); not for retention")
+    n_shots: int = Field(1, ge=1, description="how many rows of the shots file to show")
 
 
 # ---------------------------------------------------------------- answers: extract and compare
@@ -131,12 +135,14 @@ def retention_items() -> list[dict]:
 
 # ---------------------------------------------------------------- scoring with a model
 
-def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: bool = True) -> list[float]:
+def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: bool = True,
+                   shots: list[dict] = ()) -> list[float]:
     """log P(label | prompt) for each label: the sum over the label's tokens (and the end of turn)
-    of the log-probability the model gives each token after the chat-template prompt."""
+    of the log-probability the model gives each token after the chat-template prompt (after the
+    ``shots`` turns, if any)."""
     import torch
 
-    ctx = engine.prompt_ids([{"role": "user", "content": prompt}])
+    ctx = engine.prompt_ids([*shots, {"role": "user", "content": prompt}])
     end = engine.stop_ids[:1] if with_end else []
     conts = [list(engine.tok(l, add_special_tokens=False)["input_ids"]) + end for l in labels]
     width = len(ctx) + max(len(c) for c in conts)
@@ -153,11 +159,21 @@ def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: boo
     return out
 
 
-def _generate(engine: Engine, prompts: list[str], tokens: int, batch: int) -> list[str]:
+def _generate(engine: Engine, prompts: list[str], tokens: int, batch: int, shots: list[dict] = ()) -> list[str]:
     params, out = GenParams(max_new_tokens=tokens), []
     for i in range(0, len(prompts), batch):
-        out += engine.generate([[{"role": "user", "content": p}] for p in prompts[i:i + batch]], params)
+        out += engine.generate([[*shots, {"role": "user", "content": p}] for p in prompts[i:i + batch]], params)
     return out
+
+
+def shot_turns(cfg: EvalTasksConfig) -> list[dict]:
+    """The worked examples of ``shots`` as user/assistant turns (the row's prompt and expected answer)."""
+    if not cfg.shots:
+        return []
+    turns = []
+    for i in read_task(cfg.shots, cfg.n_shots)["items"]:
+        turns += [{"role": "user", "content": i["prompt"]}, {"role": "assistant", "content": i["expect"]}]
+    return turns
 
 
 def classification(gold: list[str], pred: list[str | None], labels: list[str]) -> dict:
@@ -177,13 +193,13 @@ def classification(gold: list[str], pred: list[str | None], labels: list[str]) -
 
 
 def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
-    items = task["items"]
+    items, shots = task["items"], shot_turns(cfg)
     if cfg.label_prompt:
         items = [{**i, "prompt": i["prompt"] + "\n" + cfg.label_prompt.format(labels=", ".join(i["labels"]))}
                  if i["kind"] == "label" else i for i in items]
     long = any(i["kind"] == "number" for i in items)
     answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens,
-                        cfg.batch_size)
+                        cfg.batch_size, shots)
     rows, res = [], {}
     for i, a in zip(items, answers):
         rows.append({"instruction": i["prompt"], "input": "", "output": a, "expect": i["expect"], "kind": i["kind"],
@@ -196,7 +212,7 @@ def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, 
         res["generate"] = classification(gold, [as_label(r["output"], i["labels"]) for i, r in lab], task["labels"])
         ranked = []
         for i, r in lab:
-            lp = label_logprobs(engine, i["prompt"], i["labels"])
+            lp = label_logprobs(engine, i["prompt"], i["labels"], shots=shots)
             r["ranked"] = i["labels"][max(range(len(lp)), key=lp.__getitem__)]
             ranked.append(r["ranked"])
         res["loglik"] = classification(gold, ranked, task["labels"])
@@ -232,6 +248,7 @@ def run_eval(cfg: EvalTasksConfig) -> dict:
     if not cfg.tasks and not cfg.retention:
         raise UserError("tasks: name at least one task file (or keep retention on)")
     tasks = [read_task(s, cfg.max_items) for s in cfg.tasks]  # every file is checked before a model loads
+    shot_turns(cfg)
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise UserError(f"tasks: two task files share the name '{max(names, key=names.count)}'; rename one")

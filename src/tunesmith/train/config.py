@@ -40,6 +40,18 @@ class LoopSettings(Section):
     eval_every: int | None = Field(None, gt=0, description="evaluate on the val split every N steps (and at the end)")
     save_every: int | None = Field(None, gt=0, description="checkpoint every N steps (and at the end)")
     keep_last: int = Field(2, gt=0, description="checkpoints to keep")
+    packing: bool | None = Field(
+        None, description="pack rows into bins of pack_len tokens, each row attending only to itself (exact: same "
+                          "loss and gradients as padded rows). Default: on for sft; dpo/ipo/simpo use padded pairs")
+    pack_len: int | None = Field(None, gt=0, description="bin width in tokens when packing (default: data.cutoff_len)")
+    batch_tokens: int | None = Field(
+        None, gt=0, description="form micro-batches by a token budget per process instead of batch_size rows: the "
+                                "sum of row lengths (padded: rows × longest) stays ≤ this; a longer row goes alone")
+    kernels: Literal["auto", "liger", "none"] = Field(
+        "auto", description="fused kernels (Liger: linear+cross-entropy without full logits, RMSNorm, RoPE, "
+                            "SwiGLU): auto = liger on CUDA when installed and the model family is supported")
+    compile: bool = Field(False, description="torch.compile each decoder layer (regional: compiled once, reused by "
+                                             "every layer)")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 
@@ -100,6 +112,10 @@ class TrainConfig(ModelSection):
             raise ValueError("adapter: continuing an adapter needs method: lora")
         if self.objective == "ipo" and self.pref.label_smoothing:
             raise ValueError("pref.label_smoothing: IPO has no label smoothing (dpo and simpo do); set it to 0")
+        if self.train.packing and self.objective != "sft":
+            raise ValueError(f"train.packing: {self.objective} trains on pairs of padded rows; remove train.packing")
+        if self.train.kernels == "liger" and self.device == "cpu":
+            raise ValueError("train.kernels: liger needs a CUDA GPU; use auto or none on CPU")
         if self.train.optim != "adamw" and self.device == "cpu":
             raise ValueError(f"train.optim: {self.train.optim} needs a CUDA GPU (bitsandbytes); use adamw on CPU")
         return self

@@ -6,14 +6,13 @@ The loop owns setup, data order, accumulation, clipping, schedule, checkpoint/re
 and plots, the eval hook and distribution; the objective (objectives/) owns how rows become
 batches and how a batch becomes a loss. The same code runs in one process or many
 (``--nproc N`` / ``accelerate launch``): data order is a pure function of (seed, epoch,
-step), each process takes its slice of every global batch, and the loss is normalised by the
-objective's count over the whole global batch, so the loss curve does not depend on how the
-batch is split.
+step), each process takes its micro-batches of every step (by rows, or by a token budget),
+and the loss is normalised by the objective's count over the whole global batch, so the loss
+curve does not depend on how the batch is split — nor on packing (objectives/sft.py).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import signal
@@ -27,10 +26,11 @@ from ..fsutil import default_run_dir, fix_modes, save_config, save_into
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 # Named imports, not ``from . import x``: this module must not depend on the package
 # (train/__init__.py imports it to run a recipe).
-from .batching import micro_batches, plan_epoch
+from .batching import DataPlan, oom_message
 from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
 from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
+from .kernels import compile_layers, patch_model, resolve_kernels
 from .logs import RunLog
 from .objectives import Objective
 from .prepare import check_run_dir, prepare_data
@@ -50,6 +50,7 @@ class Run:
     train_rows: list[dict]
     val_rows: list[dict]
     lengths: list[int]
+    plan: DataPlan
     steps_per_epoch: int
     total_steps: int
     manifest: dict
@@ -67,7 +68,7 @@ class Run:
 def setup(cfg: TrainConfig) -> Run:
     import torch
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, get_scheduler
+    from transformers import AutoConfig, AutoModelForCausalLM, get_scheduler
 
     from ..models import pick_device, pick_dtype
 
@@ -80,9 +81,14 @@ def setup(cfg: TrainConfig) -> Run:
     resume_from = check_run_dir(run_dir, cfg.resume)
     loop = cfg.train
     world = accelerator.num_processes
-    global_batch = loop.batch_size * loop.grad_accum * world
-    steps_per_epoch = math.ceil(len(train_rows) / global_batch)
-    total = loop.max_steps or max(1, math.ceil(loop.epochs * steps_per_epoch))
+    global_batch = None if loop.batch_tokens else loop.batch_size * loop.grad_accum * world
+    lengths = objective.lengths(train_rows)
+    packed = bool(getattr(objective, "pack_len", None))
+    plan = DataPlan(lengths, seed=loop.seed, group_by_length=loop.group_by_length, world=world,
+                    accum=loop.grad_accum, batch_size=loop.batch_size, batch_tokens=loop.batch_tokens, packed=packed)
+    steps_per_epoch, total = plan.steps_in(0), loop.max_steps or plan.total(loop.epochs)
+    model_type = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code).model_type
+    kernels = resolve_kernels(loop.kernels, device, model_type)
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
     manifest = {
@@ -91,8 +97,8 @@ def setup(cfg: TrainConfig) -> Run:
         "adapter_init": cfg.adapter, "parent": parent, "datasets": report,
         "rows": {"train": len(train_rows), "val": len(val_rows)},
         "schedule": {"world_size": world, "distributed": accelerator.distributed_type.value,
-                     "global_batch": global_batch, "steps": total,
-                     "steps_per_epoch": steps_per_epoch},
+                     "global_batch": global_batch, "batch_tokens": loop.batch_tokens, "steps": total,
+                     "steps_per_epoch": steps_per_epoch, "packing": packed, "kernels": kernels},
         "env": env_info(),
     }
     if accelerator.is_main_process:
@@ -114,9 +120,12 @@ def setup(cfg: TrainConfig) -> Run:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
+    patch_model(model, kernels, loop.compile)  # on the plain transformers model, before LoRA wraps it
     if cfg.method in ("lora", "qlora"):
         model = _apply_lora(model, cfg)
     objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
+    if loop.compile:
+        compile_layers(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if loop.optim == "paged_adamw_8bit":  # bitsandbytes is optional: imported only when asked for
         optimizer = bnb().optim.PagedAdamW8bit(params, lr=loop.lr, betas=loop.betas, weight_decay=loop.weight_decay)
@@ -129,7 +138,7 @@ def setup(cfg: TrainConfig) -> Run:
     model, optimizer = accelerator.prepare(model, optimizer)
 
     run = Run(cfg, run_dir, accelerator, model, tok, optimizer, scheduler, train_rows, val_rows,
-              objective.lengths(train_rows), steps_per_epoch, total, manifest, objective)
+              lengths, plan, steps_per_epoch, total, manifest, objective)
     if resume_from is not None:
         _restore(run, resume_from)
     run.log = RunLog(run_dir, run.start_step, enabled=run.main)
@@ -190,22 +199,17 @@ def fit(run: Run) -> int:
     stop = _GracefulStop()
     bar = tqdm(total=run.total_steps, initial=run.start_step, disable=not (run.main and cfg.progress),
                unit="step", dynamic_ncols=True)
-    plans: dict[int, list[list[int]]] = {}
     step, t_last, tokens_since = run.start_step, time.time(), 0
     run.model.train()
     with stop:
         while step < run.total_steps:
-            epoch, idx = divmod(step, run.steps_per_epoch)
-            if epoch not in plans:
-                plans = {epoch: plan_epoch(run.lengths, loop.batch_size * loop.grad_accum * acc.num_processes,
-                                                    loop.seed, epoch, loop.group_by_length)}
-            batch = plans[epoch][idx]
-            loss, grad_norm, extra = _step_or_explain(run, batch, step)
+            epoch, micro = run.plan.step(step)
+            loss, grad_norm, extra = _step_or_explain(run, micro, step)
             step += 1
-            tokens_since += sum(run.lengths[i] for i in batch)
+            tokens_since += sum(run.lengths[i] for part in micro for i in part)
             if step % loop.log_every == 0 or step == run.total_steps:
                 dt = time.time() - t_last
-                row = {"step": step, "epoch": round(step / run.steps_per_epoch, 4), "loss": loss,
+                row = {"step": step, "epoch": round(epoch, 4), "loss": loss,
                        "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                        "tok_s": round(tokens_since / dt, 1), **extra}
                 if acc.device.type == "cuda":
@@ -236,35 +240,32 @@ def fit(run: Run) -> int:
     return 0
 
 
-def _step_or_explain(run: Run, batch: list[int], step: int) -> tuple[float, float, dict]:
+def _step_or_explain(run: Run, step_micro: list[list[int]], step: int) -> tuple[float, float, dict]:
     """``train_step``, with running out of GPU memory turned into one line that names the batch
-    that did not fit and the three settings that shrink it."""
+    that did not fit and the settings that shrink it."""
     import torch
 
     try:
-        return train_step(run, batch)
+        return train_step(run, step_micro)
     except torch.OutOfMemoryError:
-        loop, data = run.cfg.train, run.cfg.data
-        rows = max(1, len(batch) // (loop.grad_accum * run.accelerator.num_processes))
-        tokens = max(run.lengths[i] for i in batch)
+        biggest = max(step_micro, key=lambda part: sum(run.lengths[i] for i in part))
+        tokens = max((run.lengths[i] for i in biggest), default=0)
         run.optimizer.zero_grad(set_to_none=True)
         if run.log is not None:
             run.log.close()
-        raise UserError(f"out of memory at step {step + 1} on a micro-batch of {rows} rows × {tokens} tokens: "
-                        f"lower train.batch_size (now {loop.batch_size}; raise train.grad_accum to keep the "
-                        f"global batch), lower data.cutoff_len (now {data.cutoff_len}), or set "
-                        f"train.gradient_checkpointing=true") from None
+        raise UserError(oom_message(step, len(biggest), tokens, run.cfg.train, run.cfg.data.cutoff_len)) from None
 
 
-def train_step(run: Run, batch: list[int]) -> tuple[float, float, dict]:
-    """One optimizer step over one global batch; returns (global mean loss, grad norm, the
-    objective's metrics as global means)."""
+def train_step(run: Run, step_micro: list[list[int]]) -> tuple[float, float, dict]:
+    """One optimizer step over one global batch (``world × accum`` micro-batches, micro-batch m
+    on rank m % world); returns (global mean loss, grad norm, the objective's metrics as
+    global means)."""
     import torch
 
     acc, loop, obj = run.accelerator, run.cfg.train, run.objective
     # Every process knows the whole global batch, so the normaliser needs no communication.
-    normaliser = obj.count([run.train_rows[i] for i in batch])
-    micro = micro_batches(batch, run.lengths, acc.num_processes, acc.process_index, loop.grad_accum)
+    normaliser = obj.count([run.train_rows[i] for part in step_micro for i in part])
+    micro = step_micro[acc.process_index::acc.num_processes]
     loss_sum = torch.zeros((), device=acc.device)
     metric_sums: dict = {}
     for k, part in enumerate(micro):

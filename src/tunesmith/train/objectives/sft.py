@@ -1,20 +1,26 @@
 """Supervised fine-tuning: next-token cross-entropy on the answer tokens (labels ≠ IGNORE).
 
 The loss of a global batch is the sum over its target tokens divided by their count, so it
-does not depend on how the batch is cut into micro-batches or processes."""
+does not depend on how the batch is cut into micro-batches or processes — nor on whether
+rows are packed (``train.packing``, on by default): packed rows keep their own positions,
+attend only within themselves and never predict across a boundary, so a packed step has the
+same loss and gradients as the padded one (tests/train/test_packing.py)."""
 from __future__ import annotations
 
 from ...data.render import IGNORE
-from ..batching import collate
+from ..batching import block_causal_mask, collate, pack_collate
 from .base import Objective
 
 
 class SFT(Objective):
     name = "sft"
+    pack_len: int | None = None  # bin width when packing; None: padded rows
 
     def prepare(self, cfg, tokenizer):
         from ...data import build_sft_data
 
+        if cfg.train.packing is not False:
+            self.pack_len = cfg.train.pack_len or cfg.data.cutoff_len
         data = build_sft_data(cfg.data, tokenizer)  # checks the chat template itself (not for plain text)
         return data.train, data.val, data.report
 
@@ -26,16 +32,17 @@ class SFT(Objective):
         return max(1, sum(sum(1 for t in r["labels"][1:] if t != IGNORE) for r in rows))
 
     def collate(self, rows, pad_id):
-        return collate(rows, pad_id)
+        return pack_collate(rows, pad_id, self.pack_len) if self.pack_len else collate(rows, pad_id)
 
     def loss(self, model, batch, normaliser):
-        out = model(**batch, num_items_in_batch=normaliser)  # loss = sum over tokens / normaliser
+        out = model(**_model_inputs(model, batch), labels=batch["labels"],
+                    num_items_in_batch=normaliser)  # loss = sum over tokens / normaliser
         return out.loss, {}
 
     def eval_sums(self, model, batch):
         import torch.nn.functional as F
 
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**_model_inputs(model, batch)).logits
         logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
         keep = labels != IGNORE
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
@@ -45,3 +52,14 @@ class SFT(Objective):
     def eval_metrics(self, sums):
         n = max(sums["tokens"], 1.0)
         return {"eval_loss": round(sums["loss"] / n, 6), "eval_acc": round(sums["correct"] / n, 6)}
+
+
+def _model_inputs(model, batch) -> dict:
+    """input_ids + attention mask (+ position ids when packed: the block-diagonal 4-D mask is
+    built here, on the batch's device, in the model's dtype)."""
+    if "segments" not in batch:
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    inner = getattr(model, "module", model)  # DDP / FSDP1 wrap the model
+    dtype = inner.get_input_embeddings().weight.dtype
+    return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+            "attention_mask": block_causal_mask(batch["segments"], dtype)}
