@@ -9,7 +9,8 @@ Usage:
   generated rows with alpaca's length distribution (for a machine without the LF data):
     python bench/train_throughput.py --alpaca-like 2000 qwen2.5-0.5b:2048:16:0
   switches: --packing on|off, --batch-tokens N (token budget per micro-batch; BSZ is then unused),
-            --kernels auto|liger|none, --compile (train.compile), --steps N (measured, after 2 warm-up steps)
+            --kernels auto|liger|none, --compile (train.compile), --steps N (measured, after 2 warm-up steps),
+            --profile (a table of where the GPU time goes)
 GC=1: gradient checkpointing. The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
 else the embedded model's (its ids fit any larger vocabulary).
 
@@ -162,7 +163,17 @@ def run_one(spec: str, args, root: Path) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     run = setup(cfg)
-    fit(run)
+    if args.profile and cuda:  # where the GPU time goes: CUDA kernels over the whole run, top 15
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fit(run)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60)
+        print(table, flush=True)
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], f"profile-{name}-{seq}-{bsz}.txt").write_text(table)
+    else:
+        fit(run)
     logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     measured = [run.plan.step(s)[1] for s in range(2, min(steps, len(logged)))]
     real = [sum(run.lengths[i] for p in m for i in p) for m in measured]
@@ -198,6 +209,7 @@ def main() -> None:
     ap.add_argument("--kernels", choices=["auto", "liger", "none"], default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s (default: by its name)")
+    ap.add_argument("--profile", action="store_true", help="print the CUDA kernels' time table (torch.profiler)")
     ap.add_argument("--root", default="/tmp/tunesmith-bench")
     ap.add_argument("--steps", type=int, default=8, help="measured steps (after 2 warm-up steps)")
     args = ap.parse_args()

@@ -100,6 +100,8 @@ def test_identity_job_end_to_end_is_reproducible(tiny_model, tmp_path, monkeypat
     assert ma["status"] == "done" and ma["job"] == "identity" and ma["identity"]["name"] == "Mira"
     assert ma["eval"] == mb["eval"] and ma["metrics"] == mb["metrics"]
     assert ma["datasets"][0]["name"] == "identity" and ma["replay"]["prompts"] == 6
+    # the measured default: 150 of the 207 shipped rows, the same share of the 105 English ones
+    assert ma["datasets"][0]["rows"] == 105 and ma["datasets"][0]["rows_used"] == round(105 * 150 / 207)
     rep = json.loads((tmp_path / "a" / "eval" / "report.json").read_text())
     assert rep["probes"]["identity"] == len(eval_identity.identity_probes(["en"]))
     assert "| name hit rate" in (tmp_path / "a" / "eval" / "report.md").read_text()

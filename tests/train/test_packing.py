@@ -79,7 +79,10 @@ def test_without_the_block_mask_rows_leak_into_each_other(tiny_model, tokenizer)
 def test_pack_layout_positions_labels_and_mask():
     data = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [IGNORE, 5]},
             {"input_ids": [6, 7, 8, 9], "labels": [6, 7, 8, 9]}]
-    b = pack_collate(data, 0, width=6)
+    # packed 2 × 6 = padded 3 × 4 tokens: by default such a batch stays padded (no gain to pay
+    # for the 4-D mask); min_gain=1 packs whenever rows share a bin
+    assert set(pack_collate(data, 0, width=6)) == {"input_ids", "attention_mask", "labels"}
+    b = pack_collate(data, 0, width=6, min_gain=1.0)
     # first-fit decreasing: the 4-row first, the 2-row fills its bin, the 3-row opens a second bin
     assert b["input_ids"].tolist() == [[6, 7, 8, 9, 4, 5], [1, 2, 3, 0, 0, 0]]
     assert b["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 1, 2]]
@@ -90,7 +93,7 @@ def test_pack_layout_positions_labels_and_mask():
     assert allowed[0, 3].tolist() == [True] * 4 + [False, False]
     assert allowed[1].diagonal().all()  # padding attends to itself: no all-masked row, no NaN
     # rows that share no bin stay plain padded rows (sdpa keeps its causal fast path)
-    assert set(pack_collate(data, 0, width=4)) == {"input_ids", "attention_mask", "labels"}
+    assert set(pack_collate(data, 0, width=4, min_gain=1.0)) == {"input_ids", "attention_mask", "labels"}
 
 
 def test_pack_bins_first_fit_decreasing():
