@@ -90,9 +90,9 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
                              f"| label | {t['items']} | "
                              + " | ".join(_pct(r["tasks"][name][how]["accuracy"]) for r in runs) + " |")
     if "retention" in runs[0]:
-        for key, label in (("accuracy", "retention (general set)"), ("accuracy_en", "retention (en)"),
-                           ("accuracy_zh", "retention (zh)")):
-            lines.append(f"| {label} | contains | {runs[0]['retention']['items']} | "
+        for lang, label in (("", "retention (general set)"), ("_en", "retention (en)"), ("_zh", "retention (zh)")):
+            key, n = f"accuracy{lang}", runs[0]["retention"].get(f"items{lang}", "")
+            lines.append(f"| {label} | contains | {n} | "
                          + " | ".join(_pct(r["retention"].get(key)) for r in runs) + " |")
     for name, d in rep.get("retention_delta", {}).items():
         lines.append(f"\nRetention delta, {name} − base: **{d * 100:+.1f} points**.")

@@ -228,6 +228,7 @@ def score_retention(engine: Engine, cfg: EvalTasksConfig) -> tuple[dict, list[di
     for lang in sorted({r["lang"] for r in rows}):
         sub = [r["correct"] for r in rows if r["lang"] == lang]
         res[f"accuracy_{lang}"] = round(sum(sub) / len(sub), 4)
+        res[f"items_{lang}"] = len(sub)
     return res, rows
 
 
