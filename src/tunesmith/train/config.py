@@ -52,6 +52,10 @@ class LoopSettings(Section):
                             "SwiGLU): auto = liger on CUDA when installed and the model family is supported")
     compile: bool = Field(False, description="torch.compile each decoder layer (regional: compiled once, reused by "
                                              "every layer)")
+    autocast: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
+                            "model is bf16 and the adapters fp32; bf16 = also on CPU (faster where the CPU has AMX "
+                            "bf16: the demo recipe); off = never")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 

@@ -142,8 +142,9 @@ def setup(cfg: TrainConfig) -> Run:
               lengths, plan, steps_per_epoch, total, manifest, objective)
     # peft keeps adapters in fp32, so without autocast each LoRA matmul runs in fp32 (H100
     # profile: ~29% of a step in fp32 GEMMs); autocast runs them in bf16 with fp32 weights.
-    run.autocast = (device.startswith("cuda") and dtype == torch.bfloat16 and not is_sharded(accelerator)
-                    and any(p.dtype == torch.float32 for p in params))
+    run.autocast = loop.autocast == "bf16" or (
+        loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
+        and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
     if resume_from is not None:
         _restore(run, resume_from)
     run.log = RunLog(run_dir, run.start_step, enabled=run.main)
@@ -277,7 +278,7 @@ def train_step(run: Run, step_micro: list[list[int]]) -> tuple[float, float, dic
         inputs = {k2: v.to(acc.device) for k2, v in
                   obj.collate([run.train_rows[i] for i in part], run.tokenizer.pad_token_id).items()}
         sync = k == len(micro) - 1
-        cast = torch.autocast("cuda", dtype=torch.bfloat16) if run.autocast else contextlib.nullcontext()
+        cast = torch.autocast(acc.device.type, dtype=torch.bfloat16) if run.autocast else contextlib.nullcontext()
         with contextlib.nullcontext() if sync else acc.no_sync(run.model), cast:
             loss, metrics = obj.loss(run.model, inputs, normaliser)  # this micro-batch's share of the mean
             # DDP averages gradients over processes; scale so the sum over the global batch survives.
