@@ -54,8 +54,8 @@ class LoopSettings(Section):
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
-                            "model is bf16 and the adapters fp32; bf16 = also on CPU (faster where the CPU has AMX "
-                            "bf16: the demo recipe); off = never")
+                            "model is bf16 and the adapters fp32; bf16 = always, CPU too (measured on this 2-core "
+                            "AMX CPU: slower for the identity demo, docs/benchmarks.md); off = never")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 
