@@ -28,7 +28,10 @@ from ..synth.identity import filled_rows, identity_messages, user_identity_messa
 class ReplaySettings(Section):
     enabled: bool = Field(True, description="mix in the base model's own answers to general prompts")
     prompts: int | None = Field(None, gt=0, description="how many shipped prompts the base answers (default: all)")
-    samples: int | None = Field(None, gt=0, description="replay rows in the training mix (default: every answer once)")
+    samples: int | None = Field(None, gt=0, description="replay rows in the training mix (default: every answer "
+                                                        "`upsample` times)")
+    upsample: int = Field(2, gt=0, description="each kept answer this many times when samples is unset (measured: "
+                                               "2 held leak ≤ 5% in en and zh where 1 leaked 18% in zh)")
     max_new_tokens: int = Field(64, gt=0, description="answer length; cut-off answers are trimmed to their last "
                                                        "sentence")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
@@ -127,7 +130,7 @@ def identity(cfg: IdentityJobConfig) -> int:
         if rrows:
             _write_jsonl(data_dir / "replay.jsonl", rrows)
             datasets.append(DatasetConfig(path=str(data_dir / "replay.jsonl"), format="messages", name="replay",
-                                          samples=cfg.replay.samples))
+                                          samples=cfg.replay.samples or cfg.replay.upsample * len(rrows)))
         else:
             print("replay: no usable answer from the base model (none ended a sentence); training without replay")
     datasets += [_fill_extra(i, ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
