@@ -31,7 +31,7 @@ class ReplaySettings(Section):
     samples: int | None = Field(None, gt=0, description="replay rows in the training mix (default: every answer "
                                                         "`upsample` times)")
     upsample: int = Field(2, gt=0, description="each kept answer this many times when samples is unset (measured: "
-                                               "2 held leak ≤ 5% in en and zh where 1 leaked 18% in zh)")
+                                               "2 kept the leak in en and zh at most 4 in 100 where 1 leaked 18 in 100 in zh)")
     max_new_tokens: int = Field(64, gt=0, description="answer length; cut-off answers are trimmed to their last "
                                                        "sentence")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch")
