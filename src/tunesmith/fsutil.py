@@ -140,6 +140,34 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     return p
 
 
+def check_out_dir(out: Path, overwrite: bool, inputs: list[Path] = ()) -> None:
+    """An export's output folder: not a file, not one of its inputs (or above one), empty unless
+    ``overwrite``, and writable — all said before any work."""
+    for p in inputs:
+        if out == p or out in p.parents:
+            raise UserError(f"out {out} would replace the input {p}: choose a new folder")
+    if out.is_file():
+        raise UserError(f"out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"out {out} already holds files: choose another folder or set overwrite: true")
+    check_writable_dir(out, "out")
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename a finished temp folder into place; an old ``out`` goes only after the new one is in."""
+    if out.is_dir():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file (symlinks and ``..`` resolved)."""
     try:

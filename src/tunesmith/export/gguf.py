@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from ..config import AdaptedModelSection, Device
 from ..errors import UserError
-from ..fsutil import check_writable_dir, fix_modes, save_config, write_atomic
+from ..fsutil import check_out_dir, fix_modes, publish_dir, save_config, write_atomic
 from ..manifest import env_info, now, write_manifest
 from . import llama_tools as lt
 
@@ -67,11 +67,10 @@ def export_gguf(cfg: GgufConfig) -> int:
     spec = cfg.model or (base_of(adapters[0]) if adapters else None)
     if spec is None:
         raise UserError("export gguf needs --model (or --adapter, whose base is then used)")
-    _check_out(out, cfg.overwrite)
+    check_out_dir(out, cfg.overwrite, adapters)
     lt.llama_cpp()  # one line before any work when llama-cpp-python is missing
     model_dir = resolve_model(spec).resolve()
-    if out == model_dir or out in model_dir.parents:
-        raise UserError(f"out {out} would replace the input {model_dir}: choose a new folder")
+    check_out_dir(out, cfg.overwrite, [model_dir])
     tools = lt.tools_dir(tunesmith_home())
     _check_architecture(model_dir, tools)
     name = cfg.name or out.name
@@ -121,7 +120,7 @@ def export_gguf(cfg: GgufConfig) -> int:
             "merge": merge_info, "files": files, "ollama_template": fmt, "verification": checks,
             "llama_cpp_python": lt.version(), "timings": timings, "started": started, "finished": now(),
             "seconds": round(time.time() - t0, 1), "env": env_info()})
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:
@@ -135,12 +134,6 @@ def export_gguf(cfg: GgufConfig) -> int:
     return 0
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.is_file():
-        raise UserError(f"out {out} is a file: choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"out {out} already holds files: choose another folder or set overwrite: true")
-    check_writable_dir(out, "out")
 
 
 def _check_architecture(model_dir: Path, tools: Path) -> None:
@@ -198,17 +191,3 @@ def _verify(gguf: Path, tok) -> dict:
                 "template_end_of_turn": ends}
     finally:
         model.close()
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.is_dir():  # an empty folder, or overwrite: the old one goes only after the new one is in
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from ..config import AdaptedModelSection, Device, Dtype
 from ..fsutil import save_config
 from ..errors import UserError
-from ..fsutil import check_writable_dir, fix_modes
+from ..fsutil import check_out_dir, fix_modes, publish_dir
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 from ..models.load import DTYPES, apply_adapter, base_of, check_adapter, pick_device, pick_dtype
 from ..models.resolve import resolve_model
@@ -99,7 +99,7 @@ def merge(cfg: MergeConfig) -> int:
     model_dir = resolve_model(spec).resolve()
     _refuse_quantized(model_dir)
     out = Path(cfg.out).expanduser().resolve()
-    _check_out(out, cfg.overwrite, [model_dir, *adapters])
+    check_out_dir(out, cfg.overwrite, [model_dir, *adapters])
     notes: list[str] = []  # printed after the merge, so a failing one is still one line
     if cfg.check_base:
         check_lineage(model_dir, spec, adapters, notes=notes)
@@ -152,7 +152,7 @@ def merge(cfg: MergeConfig) -> int:
                              "reference": "fp32, earlier adapters folded in order, last adapter unmerged"},
             "output_hash": out_hash, "dtype": dtype_name, "shard_size": cfg.shard_size,
             "started": started, "finished": now(), "seconds": round(time.time() - t0, 1), "env": env_info()})
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:
@@ -296,29 +296,3 @@ def _check_adapter(path: str) -> Path:
         raise UserError(f"adapter {path} is a {pcfg.peft_type} adapter: it adds virtual tokens, "
                         "there are no weights to merge")
     return a
-
-
-def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    for p in inputs:
-        if out == p or out in p.parents:
-            raise UserError(f"out {out} would replace the input {p}: choose a new folder")
-    if out.is_file():
-        raise UserError(f"out {out} is a file: choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"out {out} already holds files: choose another folder or set overwrite: true")
-    check_writable_dir(out, "out")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the verified folder into place; an old ``out`` goes only after the new one is in."""
-    if out.is_dir():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
