@@ -73,6 +73,19 @@ def test_the_seed_001_format_line_for_line():
     assert TASKS["add"].steps(95, 7, "en").splitlines()[-2:] == ["Result = 102", "So the final result is 102"]
 
 
+def test_padding_follows_the_operands_and_a_top_carry_gets_its_own_line():
+    # 900 + 120: operands padded to 3 digits (not to the sum's 4), the carry out of digit 2 is a line
+    text = TASKS["add"].steps(900, 120, "en").splitlines()
+    assert text[1:] == ["Compute 900 + 120:", "Digit 0: 0 + 0 + previous carry 0 = 0",
+                        "Digit 1: 0 + 2 + previous carry 0 = 2", "Digit 2: 9 + 1 + previous carry 0 = 10; carry 1, keep 0",
+                        "Digit 3: 0 + 0 + previous carry 1 = 1", "Result = 1020", "So the final result is 1020"]
+    q = TASKS["add"].question(900, 120, "en")
+    padded_to_sum = "\n".join(["Start computing 900 + 120:", "Compute 0900 + 0120:"] + text[2:])
+    assert check_row("add", {"instruction": q, "output": padded_to_sum}).startswith("line 2: operands must be padded")
+    no_top_line = "\n".join(text[:4] + text[5:])
+    assert check_row("add", {"instruction": q, "output": no_top_line}).startswith("line 5:")
+
+
 @settings(max_examples=200, deadline=None)
 @given(tasks, st.integers(1, 10 ** 6), st.integers(1, 10 ** 6))
 def test_the_split_ignores_the_order_of_the_pair(name, a, b):

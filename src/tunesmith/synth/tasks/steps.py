@@ -64,10 +64,14 @@ class Lines:
 
 
 def addition_lines(x: int, y: int, lang: str) -> list[str]:
-    """``x + y`` digit by digit: both padded with zeros to the sum's width, each position with
-    the carry it received and, when it makes one, the carry it passes on."""
+    """``x + y`` digit by digit: both padded with zeros to the longer operand's width, each
+    position with the carry it received and, when it makes one, the carry it passes on; a carry
+    out of the top position gets one more line (``0 + 0 + carry 1 = 1``).
+
+    The width comes from the operands, not the sum: every line is then decided by text already
+    written, where padding to the sum's width would need the sum before its first digit."""
     w = WORDS[lang]
-    width = len(str(x + y))
+    width = max(len(str(x)), len(str(y)))
     xs, ys = str(x).zfill(width), str(y).zfill(width)
     out, carry = [w["add"].format(x=xs, y=ys)], 0
     for i in range(width):
@@ -76,6 +80,8 @@ def addition_lines(x: int, y: int, lang: str) -> list[str]:
         line = w["digit"].format(i=i, p=p, q=q, c=carry, s=s)
         out.append(line + (w["carry"].format(k=s % 10) if s >= 10 else ""))
         carry = s // 10
+    if carry:
+        out.append(w["digit"].format(i=width, p=0, q=0, c=carry, s=carry))
     return out + [w["result"].format(r=x + y)]
 
 
@@ -85,12 +91,14 @@ def check_addition(lines: Lines, x: int, y: int) -> int:
     xs, ys = g["x"], g["y"]
     if int(xs) != x or int(ys) != y:
         lines.fail(f"adds {int(xs)} + {int(ys)}, expected {x} + {y}")
-    width = len(str(x + y))
+    width = max(len(str(x)), len(str(y)))
     if len(xs) != width or len(ys) != width:
-        lines.fail(f"operands must be padded to {width} digits, the width of the sum")
+        lines.fail(f"operands must be padded to {width} digits, the width of the longer one")
     carry = 0
-    for i in range(width):
-        p, q = int(xs[-1 - i]), int(ys[-1 - i])
+    for i in range(width + 1):
+        if i == width and not carry:
+            break
+        p, q = (int(xs[-1 - i]), int(ys[-1 - i])) if i < width else (0, 0)
         s = p + q + carry
         want = {"i": str(i), "p": str(p), "q": str(q), "c": str(carry), "s": str(s)}
         tpl = lines.words["digit"] + (lines.words["carry"] if s >= 10 else "")
