@@ -117,11 +117,14 @@ VERBS: list[Verb] = [
     Verb("synth preference", "tunesmith.synth.preference:preference", "tunesmith.synth.preference:PreferenceConfig",
          "DPO pairs: identity answer vs the model's own (--name/--author), or two answer files (--chosen/--rejected)",
          consumes=("model",), produces=("dataset",), output_field="out"),
+    Verb("synth replay", "tunesmith.synth.replay_verb:replay", "tunesmith.synth.replay_verb:ReplayConfig",
+         "the model's own answers to shipped general prompts (cached), to mix into a task's training: keeps "
+         "general skills", consumes=("model",), produces=("dataset",), output_field="out"),
 ]
 GROUPS = {"data": "load, check, convert and describe datasets",
           "eval": "before/after evaluation reports: identity, probes, tasks with retention; lm-eval benchmarks",
           "export": "merge adapters into the base (verified); GGUF files and an Ollama Modelfile for llama.cpp, Ollama, Jan",
-          "synth": "make training data: teacher distill, style, judge, chunks, preference pairs, CoT tasks"}
+          "synth": "make training data: teacher distill, style, judge, chunks, preference pairs, CoT tasks, replay"}
 
 
 def register(verb: Verb) -> Verb:

@@ -33,7 +33,7 @@ def trim_to_sentence(text: str, keep_at_least: float = 0.3) -> str:
 
 def replay_rows(model: str, languages: list[str], count: int | None, max_new_tokens: int, batch_size: int,
                 seed: int = 0, dtype: str | None = None, device: str | None = None,
-                trust_remote_code: bool = False) -> tuple[list[dict], dict]:
+                trust_remote_code: bool = False, progress: bool = True) -> tuple[list[dict], dict]:
     """``({"messages": [...]}, info)``: the base model's own answers to ``count`` shipped prompts.
     Answers that ran into ``max_new_tokens`` are trimmed to their last full sentence (training
     on a cut-off answer would teach the model to stop mid-sentence)."""
@@ -50,7 +50,7 @@ def replay_rows(model: str, languages: list[str], count: int | None, max_new_tok
         write_atomic(inp, "".join(json.dumps({"id": str(i), "prompt": t}, ensure_ascii=False) + "\n"
                                   for i, t in enumerate(texts)))
     predict(PredictConfig(model=model, input=str(inp), output=str(out), batch_size=batch_size, dtype=dtype,
-                          device=device, trust_remote_code=trust_remote_code, progress=True,
+                          device=device, trust_remote_code=trust_remote_code, progress=progress,
                           gen=GenParams(max_new_tokens=max_new_tokens)))
     from ..models import load_tokenizer
 
