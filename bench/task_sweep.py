@@ -44,6 +44,8 @@ MULTIPLY = {  # name: (task rows, replay upsample, LoRA r, lr, epochs[, train se
     "m2000rp4r16": (2000, 4, 16, 2e-3, 1),
     "m2000rp4r8": (2000, 4, 8, 2e-3, 1),
     "m2000rp6": (2000, 6, 32, 2e-3, 1),
+    "m2000rp4r8s1": (2000, 4, 8, 2e-3, 1, 1),
+    "m2000rp4r8s2": (2000, 4, 8, 2e-3, 1, 2),
 }
 IDENTITY = {  # name: CLI overrides of `tunesmith identity` (S2 = today's defaults)
     "S2": [],
@@ -56,6 +58,8 @@ IDENTITY = {  # name: CLI overrides of `tunesmith identity` (S2 = today's defaul
     "S9-up3-ep3-lr5e-4": ["--replay.upsample", "3", "--train.lr", "5e-4", "--train.epochs", "3"],
     "S2-seed1": ["--train.seed", "1"],
     "S2-seed2": ["--train.seed", "2"],
+    "S5-r8-seed1": ["--lora.r", "8", "--lora.alpha", "16", "--train.seed", "1"],
+    "S5-r8-seed2": ["--lora.r", "8", "--lora.alpha", "16", "--train.seed", "2"],
 }
 INTENT = {  # name: (replay upsample, epochs)
     "i-rp0": (0, 4),

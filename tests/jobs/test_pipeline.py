@@ -107,3 +107,44 @@ def test_a_registered_toy_verb_is_a_stage_kind(tmp_path, monkeypatch, capsys):
     recipe.write_text(yaml.safe_dump({"model": "m", "stages": [{"stage": "x", "job": "nope"}]}))
     assert main(["pipeline", str(recipe)]) == 1
     assert "job 'nope' is not a verb (choose from" in capsys.readouterr().err
+
+
+def test_every_shipped_pipeline_recipe_validates_and_hands_off_to_earlier_stages():
+    """Each recipes/*.yaml with stages: every stage's config is valid for its verb, and every path
+    into the recipe's own output_dir names a data.jsonl written by an earlier stage that produces a
+    dataset (a renumbered or renamed stage would otherwise fail only hours into a run)."""
+    from pathlib import Path
+
+    from tunesmith.config import build_config, validate
+    from tunesmith.jobs.pipeline import PipelineConfig, _body
+    from tunesmith.registry import by_job
+
+    def strings(x):
+        if isinstance(x, str):
+            yield x
+        elif isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from strings(v)
+
+    recipes = [p for p in sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+               if "stages" in yaml.safe_load(p.read_text())]
+    assert {"multiply-cot.yaml", "intent-routing.yaml"} <= {p.name for p in recipes}
+    for path in recipes:
+        cfg = build_config(PipelineConfig, [str(path)])
+        root = cfg.output_dir.rstrip("/")
+        made = {}  # folder → the verb that writes a dataset there
+        for i, st in enumerate(cfg.stages):
+            verb = by_job(st.job)
+            folder = f"{root}/{i + 1}-{st.name}"
+            validate(verb.load_schema(), _body(verb, st, Path(folder), cfg.model, ("m", "a")), f" ({path.name})")
+            for s in strings(st.config):
+                if s.startswith(root + "/") and not s.startswith(folder):
+                    src = s[len(root) + 1:].split("/")[0]
+                    assert f"{root}/{src}" in made, f"{path.name} stage {st.name}: {s} is no earlier stage's data"
+                    if "answers" not in s:
+                        assert s == f"{root}/{src}/data.jsonl", f"{path.name}: {s}"
+            if "dataset" in verb.produces:
+                made[folder] = verb.name
