@@ -133,3 +133,22 @@ def test_identity_job_trains_on_two_processes(tiny_model, tmp_path, monkeypatch)
     assert m["status"] == "done" and m["job"] == "identity"
     assert m["schedule"]["world_size"] == 2 and m["schedule"]["global_batch"] == 4
     assert (run / "eval" / "report.json").is_file() and m["eval"]["tuned"]
+
+
+def test_identity_replay_answers_are_used_upsample_times(embedded_dir, tmp_path, monkeypatch):
+    """The verb's measured default (replay.upsample 2) reaches training: the replay dataset's rows
+    are used twice, and replay.samples overrides it. The embedded model, since the tiny random
+    model ends no sentence and all its replay answers would be dropped."""
+    from tunesmith.cli import main
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    args = ["identity", f"model={embedded_dir}", "name=Mira", "author=Lab", "replay.prompts=3",
+            "replay.max_new_tokens=16", "train.max_steps=1", "train.batch_size=2", "eval=false", "languages=en",
+            "progress=false", "device=cpu"]
+    assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 0
+    assert main(args + ["replay.samples=5", f"output_dir={tmp_path / 'b'}"]) == 0
+    ma, mb = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
+    replay_a, replay_b = (next(d for d in m["datasets"] if d["name"] == "replay") for m in (ma, mb))
+    assert replay_a["rows"] == ma["replay"]["kept"] >= 1
+    assert replay_a["rows_used"] == 2 * replay_a["rows"]
+    assert replay_b["rows_used"] == 5

@@ -140,8 +140,9 @@ def identity(cfg: IdentityJobConfig) -> int:
                             data=DataConfig(datasets=datasets, cutoff_len=cfg.cutoff_len, seed=cfg.train.seed),
                             output_dir=str(run), resume=cfg.resume, nproc=cfg.nproc, progress=cfg.progress)
     used = f"{samples} sampled from {len(rows)}" if samples else str(len(rows))
+    replay_used = next((d.samples for d in datasets if d.name == "replay"), None)
     print(f"train: LoRA r={cfg.lora.r} on {used} identity rows"
-          + (f" + {replay_info['kept']} replay rows" if replay_info else "") + f" → {run}")
+          + (f" + {replay_used} replay rows ({replay_info['kept']} answers)" if replay_used else "") + f" → {run}")
     t_train = time.time()
     if (read_manifest(run) or {}).get("status") != "done":
         # The entry point of `tunesmith train`: with nproc > 1 it launches N processes and returns
