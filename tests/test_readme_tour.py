@@ -36,6 +36,11 @@ HEAVY = {
     "tunesmith pipeline recipes/skill-then-identity.yaml",
     # the identity run above, merged and converted to three GGUF files: tests/export/test_gguf.py does this
     "tunesmith export gguf --adapter runs/identity-... --out gguf/mira --quant f16,q8_0,q4_k_m",
+    # 248 answers from SmolLM2 (~1.5 min of CPU): tests/synth/test_replay_verb.py runs it on 3 prompts
+    "tunesmith synth replay --model smollm2-135m-instruct --out replay.jsonl --upsample 2",
+    # 2000 rows of ~400 tokens trained on SmolLM2 (an hour of CPU): its stages are checked by
+    # tests/jobs/test_pipeline.py (every shipped recipe validates) and tests/synth/test_tasks.py
+    "tunesmith pipeline recipes/multiply-cot.yaml",
     # its model is the pipeline's output above
     "tunesmith eval probes --model runs/skill-then-identity/4-final --probes recipes/data/velora_probes.jsonl",
 }
