@@ -82,18 +82,16 @@ def ts(*args: str, log: Path) -> float:
     return time.time() - t
 
 
-def replay_file(model: str, out: Path, upsample: int, dtype: str | None, log: Path) -> Path | None:
-    """The base model's answers to the shipped general prompts, each ``upsample`` times."""
-    if not upsample:
-        return None
-    path = out / f"replay-x{upsample}.jsonl"
+def replay_file(model: str, out: Path, dtype: str | None, log: Path) -> Path:
+    """The base model's answers to the shipped general prompts (each once; the mix weighs them by ratio)."""
+    path = out / "replay.jsonl"
     if not path.is_file():
         from tunesmith.synth.replay import replay_rows
 
         rows, info = replay_rows(model, ["en", "zh"], None, 64, 32, dtype=dtype)
         with open(log, "a") as f:
             f.write(f"replay: {info}\n")
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows * upsample))
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 
@@ -152,9 +150,8 @@ def sweep_multiply(a, out: Path, log: Path) -> list[dict]:
     for name in names:
         n, up, r, lr, ep, *seed = MULTIPLY[name]
         ds = [{"path": str(train_file), "samples": n}]
-        rp = replay_file(a.model, out, up, a.dtype, log)
-        if rp:
-            ds.append({"path": str(rp)})
+        if up:
+            ds.append({"path": str(replay_file(a.model, out, a.dtype, log)), "ratio": up})
         run = out / name
         secs = train(a.model, run, ds, r, lr, ep, 480, a.dtype, log, *seed)
         runs.append(run)
@@ -199,9 +196,8 @@ def sweep_intent(a, out: Path, log: Path) -> list[dict]:
     for name in names:
         up, ep = INTENT[name]
         ds = [{"path": str(REPO / "recipes/data/intents_train.jsonl")}]
-        rp = replay_file(a.model, out, up, a.dtype, log)
-        if rp:
-            ds.append({"path": str(rp)})
+        if up:
+            ds.append({"path": str(replay_file(a.model, out, a.dtype, log)), "ratio": up})
         run = out / name
         secs = train(a.model, run, ds, 16, 2e-3, ep, 256, a.dtype, log)
         runs.append(run)
@@ -228,9 +224,8 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the plumbing on a CPU")
     a = p.parse_args()
     if a.smoke:
-        for table in (MULTIPLY, INTENT):
-            for k, v in table.items():
-                table[k] = (16, *v[1:]) if table is MULTIPLY else v
+        for k, v in MULTIPLY.items():
+            MULTIPLY[k] = (16, *v[1:])
         SMOKE.extend(["--max_items", "3", "--max_new_tokens", "24"])
     out = Path(a.out) / a.set
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ HEAVY = {
     # the identity run above, merged and converted to three GGUF files: tests/export/test_gguf.py does this
     "tunesmith export gguf --adapter runs/identity-... --out gguf/mira --quant f16,q8_0,q4_k_m",
     # 248 answers from SmolLM2 (~1.5 min of CPU): tests/synth/test_replay_verb.py runs it on 3 prompts
-    "tunesmith synth replay --model smollm2-135m-instruct --out replay.jsonl --upsample 2",
+    "tunesmith synth replay --model smollm2-135m-instruct --out replay.jsonl",
     # 2000 rows of ~400 tokens trained on SmolLM2 (an hour of CPU): its stages are checked by
     # tests/jobs/test_pipeline.py (every shipped recipe validates) and tests/synth/test_tasks.py
     "tunesmith pipeline recipes/multiply-cot.yaml",

@@ -1,5 +1,5 @@
 """synth replay: the model's own answers to the shipped general prompts as a dataset (each kept
-answer ``upsample`` times), cached per model; a pipeline stage whose rows a train stage uses.
+answer once), cached per model; a pipeline stage whose rows a train stage weighs with ``ratio``.
 
 The tiny random model answers nothing usable (empty answers), so these run the embedded SmolLM2
 on 3 English prompts and 16 new tokens: greedy, it keeps some answers, trimmed to a full sentence."""
@@ -28,33 +28,33 @@ def _rows(path):
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_rows_are_kept_answers_times_upsample_and_a_rerun_hits_the_cache(embedded_dir, replay_home, tmp_path,
-                                                                         monkeypatch, capsys):
+def test_rows_are_the_kept_answers_once_and_a_rerun_hits_the_cache(embedded_dir, replay_home, tmp_path,
+                                                                   monkeypatch, capsys):
     monkeypatch.setenv("TUNESMITH_HOME", str(replay_home))
     out = tmp_path / "replay.jsonl"
-    assert main(["synth", "replay", f"model={embedded_dir}", f"out={out}", "upsample=3", *SMALL]) == 0
-    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["synth", "replay", f"model={embedded_dir}", f"out={out}", *SMALL]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
     m = json.loads((tmp_path / "replay.manifest.json").read_text())
-    assert m["kind"] == "synth replay" and m["status"] == "done" and m["prompts"] == 3 and m["upsample"] == 3
+    assert m["kind"] == "synth replay" and m["status"] == "done" and m["prompts"] == 3
     assert m["kept"] > 0 and m["kept"] + m["dropped"] == 3
     rows = _rows(out)
-    assert len(rows) == m["rows"] == 3 * m["kept"]
-    distinct = {json.dumps(r, sort_keys=True) for r in rows}
-    assert len(distinct) == m["kept"] and all(rows.count(json.loads(d)) == 3 for d in distinct)
+    assert len(rows) == m["rows"] == m["kept"]
+    assert len({json.dumps(r, sort_keys=True) for r in rows}) == len(rows)  # no repeats: ratio weighs them
     for r in rows:
         user, answer = r["messages"]
         assert user["role"] == "user" and answer["role"] == "assistant"
         assert answer["content"].rstrip()[-1] in ".!?。！？"  # never ends mid-sentence
-    assert said.startswith(f"replay: 3 prompts, {m['kept']} kept, ") and f"{len(rows)} rows written" in said
-    assert m["cache"] in said
+    assert said[-2].startswith(f"replay: 3 prompts, {m['kept']} kept, ") and m["cache"] in said[-2]
+    assert said[-1] == f"wrote {len(rows)} rows to {out}"
     cache = replay_home / "replay"
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cache.iterdir()}
 
-    # Same model, prompts and length: nothing is generated again, whatever the upsample.
-    assert main(["synth", "replay", f"model={embedded_dir}", f"out={out}", "upsample=1", *SMALL]) == 0
+    # Same model, prompts and length: nothing is generated again; its own earlier output is replaced.
+    out.write_text("")
+    assert main(["synth", "replay", f"model={embedded_dir}", f"out={out}", *SMALL]) == 0
     assert "all 3 rows already answered" in capsys.readouterr().out
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cache.iterdir()} == before
-    assert len(_rows(out)) == m["kept"]  # its own earlier output is replaced
+    assert _rows(out) == rows
 
 
 def test_pipeline_stage_feeds_a_train_stage(embedded_dir, replay_home, tmp_path, monkeypatch):
@@ -63,16 +63,17 @@ def test_pipeline_stage_feeds_a_train_stage(embedded_dir, replay_home, tmp_path,
     recipe = tmp_path / "p.yaml"
     recipe.write_text(yaml.safe_dump({"model": str(embedded_dir), "output_dir": str(root), "stages": [
         {"stage": "general", "job": "synth_replay", "languages": ["en"], "prompts": 3, "max_new_tokens": 16,
-         "batch_size": 3, "upsample": 2, "progress": False},
-        {"stage": "tune", "job": "train", "data": {"datasets": [{"path": str(root / "1-general" / "data.jsonl")}],
-                                                   "cutoff_len": 64},
+         "batch_size": 3, "progress": False},
+        {"stage": "tune", "job": "train", "data": {"datasets": [{"path": str(root / "1-general" / "data.jsonl"),
+                                                                 "ratio": 2}], "cutoff_len": 64},
          "lora": {"r": 2, "alpha": 4}, "train": {"max_steps": 1, "batch_size": 2}, "progress": False},
     ]}))
     assert main(["pipeline", str(recipe)]) == 0
     made = json.loads((root / "1-general" / "manifest.json").read_text())
-    assert made["kind"] == "synth replay" and made["rows"] == 2 * made["kept"] > 0
+    assert made["kind"] == "synth replay" and made["rows"] == made["kept"] > 0
     trained = json.loads((root / "2-tune" / "manifest.json").read_text())
     assert trained["status"] == "done" and trained["datasets"][0]["rows"] == made["rows"]
+    assert trained["datasets"][0]["rows_used"] == 2 * made["rows"]  # the train stage's ratio weighs the replay
     assert (root / "2-tune" / "adapter_model.safetensors").is_file()
     m = json.loads((root / "manifest.json").read_text())
     assert [s["kind"] for s in m["stages"]] == ["synth_replay", "train"]
@@ -95,7 +96,7 @@ def test_user_mistakes_are_one_line_and_write_nothing(embedded_dir, tmp_path, mo
     foreign.write_text("keep me\n")
     for args, code, needle in (([f"out={a_file}/r.jsonl"], 1, "is a file, not a folder"),
                                ([f"out={foreign}"], 1, "was not written by synth replay"),
-                               ([f"out={tmp_path / 'r.jsonl'}", "upsample=0"], 2, "upsample"),
+                               ([f"out={tmp_path / 'r.jsonl'}", "prompts=0"], 2, "prompts"),
                                ([f"out={tmp_path / 'r.jsonl'}", "languages=fr"], 2, "languages.0")):
         assert main(["synth", "replay", f"model={embedded_dir}", *SMALL, *args]) == code, args
         err = capsys.readouterr().err

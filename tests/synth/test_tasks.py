@@ -136,6 +136,12 @@ def test_verb_writes_rows_and_manifest_then_checks_them(tmp_path, capsys):
     assert f"{bad}:6: line " in printed and "39/40 rows pass" in printed
     assert make_rows(TaskConfig(task="multiply", digits=[2, 2], n=40, out="x.jsonl", lang="mix", seed=3)) == \
         [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    # its own output is rewritten; a file tunesmith did not write is refused and left as it was
+    assert task(TaskConfig(task="multiply", digits=[2, 2], n=10, out=str(out), lang="en")) == 0
+    assert len(out.read_text().splitlines()) == 10
+    with pytest.raises(UserError, match="was not written by synth task"):
+        task(TaskConfig(task="multiply", digits=[2, 2], n=10, out=str(bad), lang="en"))
+    assert len(bad.read_text().splitlines()) == 40
 
 
 def test_cli_folder_output_and_bad_digits(tmp_path):

@@ -134,8 +134,6 @@ def export_gguf(cfg: GgufConfig) -> int:
     return 0
 
 
-
-
 def _check_architecture(model_dir: Path, tools: Path) -> None:
     cfg = json.loads(model_dir.joinpath("config.json").read_text())
     archs = cfg.get("architectures") or []

@@ -117,24 +117,9 @@ def answer_pairs(cfg: PreferenceConfig) -> tuple[list[dict], dict]:
                    "only_in_one_file": len(good) + len(bad) - 2 * len(common), "skipped_same_answer": same}
 
 
-def _check_ours(outputs: Outputs) -> None:
-    """An existing output is replaced only when its manifest says this verb wrote it."""
-    import json
-
-    if not outputs.data.exists():
-        return
-    m = outputs.beside("manifest.json")
-    try:
-        kind = json.loads(m.read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind != "synth preference":
-        raise UserError(f"out {outputs.data} exists and was not written by synth preference: choose another --out")
-
-
 def preference(cfg: PreferenceConfig) -> int:
     outputs = Outputs(cfg.out)
-    _check_ours(outputs)  # before any model loads
+    outputs.check_ours("synth preference")  # before any model loads
     pairs, info = answer_pairs(cfg) if cfg.chosen else identity_pairs(cfg)
     if not pairs:
         raise UserError("no pair left: every rejected answer equals its chosen one")

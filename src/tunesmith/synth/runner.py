@@ -67,6 +67,18 @@ class Outputs:
     def journal(self, step: str) -> Path:
         return self.beside(f"{step}.journal.jsonl")
 
+    def check_ours(self, kind: str) -> None:
+        """An existing output is replaced only when its manifest says ``kind`` wrote it: a file
+        tunesmith did not write is never changed (called before any model loads)."""
+        if not self.data.exists():
+            return
+        try:
+            mine = json.loads(self.beside("manifest.json").read_text(encoding="utf-8")).get("kind") == kind
+        except (OSError, ValueError, AttributeError):
+            mine = False
+        if not mine:
+            raise UserError(f"out {self.data} exists and was not written by {kind}: choose another --out")
+
     def write_manifest(self, manifest: dict) -> None:
         if self.manifest_dir is not None:
             write_manifest(self.manifest_dir, manifest)

@@ -151,6 +151,7 @@ def task(cfg: TaskConfig) -> int:
     from ..runner import Outputs, write_rows
 
     outputs = Outputs(cfg.out)
+    outputs.check_ours("synth task")
     rows = make_rows(cfg)
     write_rows(outputs, rows, {"kind": "synth task", "task": cfg.task, "digits": cfg.digits, "lang": cfg.lang,
                                "seed": cfg.seed, "split": cfg.split, "test_share": cfg.test_share,
