@@ -149,6 +149,11 @@ CASES = [
     # --- lm-evaluation-harness: a task name that is neither local nor one of the harness's
     ("lm-eval-unknown-task", ["eval", "lm-eval", "--model", "{tiny}", "--tasks", "tiny_mcc", "--include_path", "tasks",
                               "--out", "res"], LM_EVAL_TASK, "unknown task 'tiny_mcc'"),
+    # --- output policy: foreign files, out = input, out inside an input folder (issue 23)
+    # --- teacher replies (issue 23)
+    # --- LLaMA-Factory / ms-swift / convert-recipe (issue 23)
+    # --- newcomer friction: predict, train, gguf, serve (issue 23)
+    # --- jobs: identity and pipeline (issue 23)
 ]
 
 

@@ -137,6 +137,11 @@ def register(verb: Verb) -> Verb:
     return verb
 
 
+def invoke(verb: Verb, cfg) -> int:
+    """Run a verb on its validated config: the one call the CLI and the pipeline make."""
+    return int(verb.load_target()(cfg) or 0)
+
+
 def by_name(name: str) -> Verb | None:
     return next((v for v in VERBS if v.name == name), None)
 
