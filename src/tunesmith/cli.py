@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, UserError
-from .registry import GROUPS, VERBS, Verb, load as _load
+from .registry import GROUPS, VERBS, Verb, invoke, load as _load
 
 
 def _default_text(info, desc: str) -> str:
@@ -22,9 +23,12 @@ def _default_text(info, desc: str) -> str:
     return f"default: {value!r}"
 
 
-def _add_schema_options(parser: argparse.ArgumentParser, schema) -> None:
+def _add_schema_options(parser: argparse.ArgumentParser, schema) -> tuple[set[str], set[str]]:
+    """One ``--dotted.name`` per leaf field; returns the boolean flags and the options that take
+    one value (what ``_normalize_argv`` needs to know)."""
     from .config import leaf_fields
 
+    flags, takes_value = set(), set()
     for dotted, info in leaf_fields(schema).items():
         desc = (info.description or "").rstrip(".")
         default = _default_text(info, desc)
@@ -36,20 +40,19 @@ def _add_schema_options(parser: argparse.ArgumentParser, schema) -> None:
             continue
         # A bare boolean flag (``--resume``) means true; ``--resume auto`` / ``--resume false`` also work.
         flag = "bool" in kind
+        (flags if flag else takes_value).add(f"--{dotted}")
         parser.add_argument(f"--{dotted}", dest=f"opt:{dotted}", default=argparse.SUPPRESS, metavar="V",
                             nargs="?" if flag else None, const="true" if flag else None,
                             help=f"{desc} ({default})" if default else desc)
+    return flags, takes_value
 
 
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0", "auto", "null", "none"}
 
 
-def _normalize_argv(rest: list[str], parser: argparse.ArgumentParser) -> list[str]:
+def _normalize_argv(rest: list[str], flags: set[str], takes_value: set[str]) -> list[str]:
     """CLI habits: ``--batch-size`` = ``--batch_size`` (dashes in option names become underscores),
     and a bare boolean flag never swallows the word after it (``--resume recipe.yaml``)."""
-    flags = {a.option_strings[0] for a in parser._actions if a.nargs == "?" and a.option_strings}
-    takes_value = {a.option_strings[0] for a in parser._actions
-                   if a.option_strings and a.nargs is None and not isinstance(a, argparse._HelpAction)}
     out, i = [], 0
     while i < len(rest):
         tok = rest[i]
@@ -122,13 +125,13 @@ def _group_parser(group: str) -> argparse.ArgumentParser:
     return p
 
 
-def _verb_parser(v: Verb) -> argparse.ArgumentParser:
+def _verb_parser(v: Verb) -> tuple[argparse.ArgumentParser, set[str], set[str]]:
     p = _VerbParser(prog=f"tunesmith {v.name}", description=v.help, allow_abbrev=False)
     p.schema = _load(v.schema)
     pos_help = "YAML config files, key=value overrides" + (f", or the {v.positional}" if v.positional else "")
     p.add_argument("args", nargs="*", help=pos_help)
-    _add_schema_options(p, _load(v.schema))
-    return p
+    flags, takes_value = _add_schema_options(p, _load(v.schema))
+    return p, flags, takes_value
 
 
 def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
@@ -156,30 +159,21 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
         if not is_list and len(words) > 1:
             raise UserError(f"tunesmith {verb.name}: one {verb.positional} expected, got {' '.join(words)}")
         values[verb.positional] = words if is_list else words[0]
-    lf = None
-    if verb.name in ("train", "export merge", "chat"):  # a LLaMA-Factory YAML is translated, then run
-        from .lf_compat import translate_file
-
+    foreign = None
+    if verb.foreign_yaml:  # a config written for another tool (LLaMA-Factory) is translated, then run
         for y in list(yamls):
-            lf = translate_file(y, verb.name) or lf
-            if lf is not None and lf.source == y:
+            foreign = _load(verb.foreign_yaml)(y, verb.name) or foreign
+            if foreign is not None and foreign.source == y:
                 yamls.remove(y)
-                values = {**lf.values, **values}
+                values = {**foreign.values, **values}
     cfg = build_config(schema, yamls, overrides, values)
-    if yamls and "output_dir" in schema.model_fields and cfg.output_dir is None:
-        from pathlib import Path
-
-        from .fsutil import default_run_dir
-
-        cfg.output_dir = default_run_dir(Path(yamls[-1]).stem)  # runs/<recipe name>-<time>
+    recipe = Path(yamls[-1]).stem if yamls else None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output
-    if lf is not None:
-        from .lf_compat import run_translated
-
-        return run_translated(lf, cfg, _load(verb.target))
-    return int(_load(verb.target)(cfg) or 0)
+    if foreign is not None:
+        return int(_load(verb.run_foreign)(foreign, cfg, verb) or 0)
+    return invoke(verb, cfg, recipe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,13 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().print_help()
         return 2
     try:
-        if verb.name == "identity":  # ms-swift's --model_name zh en / --model_author zh en / --self_cognition_sample
-            from .lf_compat import swift_argv
-
-            rest = swift_argv(rest)
-        parser = _verb_parser(verb)
+        if verb.argv_rewrite:  # another tool's flags (ms-swift's --model_name zh en …)
+            rest = _load(verb.argv_rewrite)(rest)
+        parser, flags, takes_value = _verb_parser(verb)
         # Intermixed: key=value words, YAML files and --options in any order.
-        ns = parser.parse_intermixed_args(_normalize_argv(rest, parser))
+        ns = parser.parse_intermixed_args(_normalize_argv(rest, flags, takes_value))
         return run_verb(verb, ns)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

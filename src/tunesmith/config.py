@@ -23,6 +23,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+class Replaceable(Section):
+    """What every verb that writes an output of its own takes (the output policy: tunesmith.outputs)."""
+
+    overwrite: bool = Field(False, description="replace what an earlier tunesmith run wrote at the output (a file "
+                                               "or folder tunesmith did not write is never replaced)")
+
+
 def _check_device(v: str | None) -> str | None:
     if v is None:
         return v

@@ -17,6 +17,21 @@ from .errors import UserError
 
 _umask_lock = threading.Lock()
 
+# Called before anything is written through this module: ``hook(path, data, staged)`` with the
+# whole new bytes of a file (None for an append or a folder), or the finished temp folder that is
+# about to become ``path``. ``outputs`` sets it to record who wrote what (its ownership markers).
+WRITE_HOOK = None
+
+
+def _announce(path: Path, data: bytes | None = None, staged: Path | None = None) -> None:
+    if WRITE_HOOK is not None:
+        WRITE_HOOK(Path(path), data, staged)
+
+
+def will_append(path: str | Path) -> None:
+    """Say that ``path`` is about to be appended to (a resumable output: predict's answers)."""
+    _announce(Path(path))
+
 
 def current_umask() -> int:
     """The process umask. Linux reports it in /proc (no change needed); elsewhere it can only be
@@ -58,11 +73,13 @@ def fix_modes(root: str | Path) -> None:
 def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write a file so a reader never sees half of it: temp name in the same folder, then rename."""
     path = Path(path)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    _announce(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+            f.write(data)
             f.flush()
             os.fchmod(f.fileno(), file_mode())  # mkstemp makes 0600; a normal file follows the umask
         os.replace(tmp, path)
@@ -85,6 +102,7 @@ def save_into(folder: str | Path, save) -> None:
     """``save(tmp)`` writes files (``tokenizer.save_pretrained``…) into a temp folder beside
     ``folder``; each is then renamed into ``folder`` whole, so no file there is ever half-written."""
     folder = Path(folder)
+    _announce(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".save.", suffix=".tmp", dir=folder))
     try:
@@ -155,6 +173,7 @@ def check_out_dir(out: Path, overwrite: bool, inputs: list[Path] = ()) -> None:
 
 def publish_dir(tmp: Path, out: Path) -> None:
     """Rename a finished temp folder into place; an old ``out`` goes only after the new one is in."""
+    _announce(out, staged=tmp)
     if out.is_dir():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.rename(out, old)

@@ -100,6 +100,39 @@ def test_unparseable_last_line_after_ours_is_cut(tmp_path):
     assert out.read_text() == '{"id": "1", "response": "a"}\n'
 
 
+def test_room_for_answer_is_the_one_context_check():
+    from tunesmith.infer.context import ContextExceeded, room_for_answer
+
+    assert room_for_answer(100, 2048, 256) == 1948
+    assert room_for_answer(100, None, 10**9) is None  # unknown context: nothing to check
+    with pytest.raises(ContextExceeded, match="prompt is 1,900 tokens; with max_new_tokens 256 it exceeds the "
+                                              "model's context of 2,048") as e:
+        room_for_answer(1900, 2048, 256)
+    assert not e.value.prompt_alone
+    with pytest.raises(ContextExceeded) as e:
+        room_for_answer(2048, 2048, None, "max_tokens")
+    assert e.value.prompt_alone
+    assert room_for_answer(2047, 2048) == 1
+
+
+def test_predict_refuses_an_over_long_row_before_any_generation(engine, tiny_model, tmp_path, monkeypatch):
+    from tunesmith.infer import predict as P
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"prompt": "short"}) + "\n" + json.dumps({"prompt": "word " * 1900}) + "\n")
+    monkeypatch.setattr(P.Engine, "load", classmethod(lambda cls, *a, **k: engine))
+    monkeypatch.setattr(P.Engine, "generate", lambda *a, **k: pytest.fail("generated before the check"))
+    cfg = P.PredictConfig(model=str(tiny_model), input=str(inp), output=str(out), progress=False)
+    with pytest.raises(UserError, match=r"in\.jsonl:2: prompt is 1,9\d\d tokens; with max_new_tokens 256 it "
+                                        r"exceeds the model's context of 2,048"):
+        P.predict(cfg)
+    assert not out.exists()
+    # The same row fits once the answer is short enough: the check counts prompt + max_new_tokens.
+    monkeypatch.setattr(P.Engine, "generate", lambda self, batch, p: ["ok"] * len(batch))
+    assert P.predict(cfg.model_copy(update={"gen": GenParams(max_new_tokens=16)})) == 0
+    assert [json.loads(x)["response"] for x in out.read_text().splitlines()] == ["ok", "ok"]
+
+
 def test_predict_killed_and_rerun_ends_with_each_id_once(tiny_model, tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     rows = [{"prompt": f"question number {i}"} if i % 2 else {"messages": [{"role": "user", "content": f"q{i}"}]}

@@ -26,6 +26,14 @@ CASES = [
      "messages.0.role"),
     ("content is a number", "POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": 5}]), 400,
      "messages.0.content"),
+    ("null message", "POST", "/v1/chat/completions", chat(messages=[None]), 400, "messages.0"),
+    ("null content", "POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": None}]), 400,
+     "messages.0.content"),
+    ("null role", "POST", "/v1/chat/completions", chat(messages=[{"role": None, "content": "x"}]), 400,
+     "messages.0.role"),
+    ("null text part", "POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": [None]}]), 400,
+     "messages.0.content.0"),
+    ("null messages", "POST", "/v1/chat/completions", chat(messages=None), 400, "messages"),
     ("image part", "POST", "/v1/chat/completions",
      chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400, None),
     ("max_tokens 0", "POST", "/v1/chat/completions", chat(max_tokens=0), 400, "max_tokens"),
@@ -75,3 +83,18 @@ def test_every_bad_request_is_a_4xx_and_the_server_keeps_answering(server):
         assert c.get("/health").json() == {"status": "ok"}
         r = c.post("/v1/chat/completions", json=chat(temperature=0))
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("messages, text", [
+    ([None], 'messages[0]: expected a message object ({"role": "user", "content": "..."}), got null'),
+    ([OK_MSG[0], {"role": "assistant", "content": None}],
+     "messages[1].content: expected a string or a list of text parts, got null"),
+    ([{"role": "user", "content": [None]}], "messages[0].content[0]: expected a text part"),
+    ([{"role": "user"}], "messages[0].content: required"),
+    (["hi"], "messages[0]: expected a message object"),
+])
+def test_a_null_or_missing_message_part_is_named_in_the_message(server, messages, text):
+    r = httpx.post(server.url + "/v1/chat/completions", json=chat(messages=messages), timeout=60)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "invalid_value"
+    assert err["message"].startswith(text), err["message"]

@@ -7,12 +7,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..config import Section
+from ..config import Replaceable, Section
 from ..fsutil import write_atomic
 from ..errors import UserError
-from ..fsutil import check_writable_dir, check_writable_file
+from ..fsutil import check_writable_file
 from ..config import DEFAULT_MODEL
 from .audit import DatasetCheck, check_specs, percentile
 from .config import Format
@@ -38,7 +38,7 @@ class CheckConfig(Section):
     strict: bool = Field(False, description="count warnings (duplicates, unfilled placeholders) as errors: exit 1")
 
 
-class ConvertConfig(Section):
+class ConvertConfig(Replaceable):
     paths: list[str] = Field(default_factory=list, description="IN (any SPEC naming one dataset) and OUT "
                                                                 "(.jsonl, or .json for one JSON list)")
     to: Literal["alpaca", "sharegpt", "messages"] = Field("messages", description="format to write: alpaca, "
@@ -47,7 +47,7 @@ class ConvertConfig(Section):
     drop_bad_rows: bool = Field(False, description="skip bad rows instead of stopping")
 
 
-class StatsConfig(Section):
+class StatsConfig(Replaceable):
     specs: list[str] = Field(default_factory=list, description=SPEC_HELP)
     model: str = Field(DEFAULT_MODEL, description="model whose tokenizer and template measure lengths")
     template: str | None = Field(None, description="fallback chat template for a base model without one")
@@ -56,6 +56,15 @@ class StatsConfig(Section):
     format: Format = Field("auto", description="row format of bare files; auto detects it")
     out: str | None = Field(None, description="histogram PNG path (default: <first spec's name>_lengths.png here)")
     num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
+
+    @model_validator(mode="after")
+    def _default_out(self):
+        """The default histogram name is known before the run, so the output policy checks it too."""
+        if self.out is None and self.specs:
+            first = self.specs[0].rstrip("/")
+            stem = first.rpartition(":")[2] if ":" in first else Path(first).stem
+            self.out = f"{stem}_lengths.png"
+        return self
 
 
 def _tokenizer(model: str, template: str | None):
@@ -105,13 +114,71 @@ def _table(results: list[DatasetCheck], strict: bool) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+HUB_TIP = "download one next to dataset_info.json and set its file_name to check it"
+
+
+def _hub_list(hub: dict[str, str]) -> str:
+    return ", ".join(f"{n}: {k}" for n, k in list(hub.items())[:3]) + (", …" if len(hub) > 3 else "")
+
+
+def _check_specs_of(specs: list[str]) -> tuple[list[str], list[str]]:
+    """The specs ``check_specs`` reads, and notes. A LLaMA-Factory train YAML becomes one DIR:name
+    per dataset (``registry.lf_datasets``: the mapping ``tunesmith train`` uses); a whole folder's
+    hub-only entries are a note, not failures; a hub-only dataset named explicitly is an error."""
+    import os
+
+    from ..config import read_yaml
+    from ..errors import ConfigError
+    from .registry import hub_only_names, is_lf_train, lf_datasets, refuse_hub_only, registry_names
+
+    out, notes = [], []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        named: list[tuple[Path, str]] = []  # datasets named explicitly: a hub-only one is an error
+        if path.suffix.lower() in (".yaml", ".yml") and path.is_file() and is_lf_train(raw := read_yaml(path)):
+            try:
+                entries = lf_datasets(raw)
+            except ValueError as e:
+                raise ConfigError(f"{spec}: dataset: {json.dumps(raw.get('dataset'), ensure_ascii=False)}: {e}") \
+                    from None
+            for d in entries:
+                folder = Path(d["dataset_info"]).expanduser()
+                if not folder.is_dir():
+                    raise UserError(f"{spec}: dataset_dir: {d['dataset_info']} not found (resolved from the current "
+                                    f"folder {os.getcwd()})")
+                named.append((folder, d["name"]))
+                out.append(f"{d['dataset_info']}:{d['name']}")
+        elif path.is_dir() and (path / "dataset_info.json").is_file():
+            hub = hub_only_names(path)
+            if hub and not registry_names(path):
+                raise UserError(f"{spec}: every dataset of its dataset_info.json is hub-only ({_hub_list(hub)}): "
+                                f"nothing to read offline; {HUB_TIP}")
+            if hub:
+                notes.append(f"{spec}: skipped {len(hub)} hub-only dataset{'s' * (len(hub) != 1)} "
+                             f"({_hub_list(hub)}), not readable offline ({HUB_TIP})")
+            out.append(spec)
+        else:
+            folder, sep, names = spec.rpartition(":")
+            if sep and folder and not path.exists() and Path(folder).expanduser().is_dir():
+                named += [(Path(folder).expanduser(), n.strip()) for n in names.split(",") if n.strip()]
+            out.append(spec)
+        for folder, name in named:
+            if (folder / "dataset_info.json").is_file():
+                refuse_hub_only(folder, name)
+    return out, notes
+
+
 def check(cfg: CheckConfig) -> int:
     """Exit 0 when every dataset loads and every row is good (warnings allowed unless
-    ``strict``), 1 otherwise. Every dataset is reported, also after one fails to load."""
+    ``strict``), 1 otherwise. Every dataset is reported, also after one fails to load; hub-only
+    entries of a whole dataset_info.json folder are named in a note (they can't be read offline)."""
     if not cfg.specs:
         raise UserError("data check: name at least one SPEC, e.g. tunesmith data check data/train.jsonl")
+    specs, notes = _check_specs_of(cfg.specs)
     tok = _tokenizer(cfg.model, cfg.template) if cfg.model else None
-    results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers)
+    results = check_specs(specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers)
+    for note in notes:
+        print(f"note: {note}")
     problems = [p for r in results for p in r.problems]
     print_problems(problems + [w for r in results for w in r.warnings], cfg.max_lines)
     for res in results:
@@ -189,10 +256,7 @@ def _histogram(results: list[DatasetCheck], cutoff: int | None, out: Path) -> No
 def stats(cfg: StatsConfig) -> int:
     if not cfg.specs:
         raise UserError("data stats: name at least one SPEC, e.g. tunesmith data stats data/train.jsonl")
-    if cfg.out:  # the histogram's place is checked before any tokenizer loads
-        check_writable_file(cfg.out, "out")
-    else:
-        check_writable_dir(".", "histogram folder")
+    check_writable_file(cfg.out, "out")  # before any tokenizer loads
     tok = _tokenizer(cfg.model, cfg.template)
     results = check_specs(cfg.specs, cfg.format, tok, cfg.cutoff_len, cfg.num_workers, keep_rows=True)
     for res in results:
@@ -210,8 +274,7 @@ def stats(cfg: StatsConfig) -> int:
               f"{sum(isinstance(r, PreferencePair) for r in res.rows)}")
     if any(r.bad for r in results):
         print("note: bad rows are left out above; run `tunesmith data check` to see them")
-    stem = cfg.specs[0].rstrip("/").rpartition(":")[2] if ":" in cfg.specs[0] else Path(cfg.specs[0]).stem
-    out = Path(cfg.out or f"{stem}_lengths.png")
+    out = Path(cfg.out)
     _histogram(results, results[0].cutoff if results else None, out)
     print(f"length histogram: {out}")
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..config import Section
 
@@ -86,10 +87,23 @@ class DatasetConfig(Section):
         return Path(self.path or "").stem or str(self.path)
 
 
+FORMS = ("--data.datasets a.jsonl,b.jsonl (or --data.path a.jsonl), or in YAML "
+         "datasets: [{path: a.jsonl}, {path: b.jsonl, format: alpaca}]")
+
+
+def _as_paths(value, key: str) -> list[dict]:
+    if not isinstance(value, str):
+        raise PydanticCustomError("datasets", "data.{key} expects a file name or a comma list of them: {forms}",
+                                  {"key": key, "forms": FORMS})
+    return [{"path": p.strip()} for p in value.split(",") if p.strip()]
+
+
 class DataConfig(Section):
     """Datasets, their mix, the validation split and how rows are rendered for training."""
 
-    datasets: list[DatasetConfig] = Field(default_factory=list, description="the sources to mix")
+    datasets: list[DatasetConfig] = Field(default_factory=list, description=f"the sources to mix: {FORMS}")
+    path: str | None = Field(None, description="shorthand: data file(s) to train on, a.jsonl or a.jsonl,b.jsonl "
+                                               "(each becomes one entry of data.datasets)")
     val_size: float = Field(0.0, ge=0, description="validation rows: below 1 a fraction, from 1 a count")
     seed: int = Field(42, description="seed for sampling, the validation split and the shuffle")
     cutoff_len: int = Field(1024, gt=0, description="tokens per row; longer rows are cut from the end")
@@ -103,6 +117,31 @@ class DataConfig(Section):
                                                       "given only name: is looked up there (relative to the "
                                                       "current folder)")
     num_workers: int = Field(1, ge=1, description="processes that render rows in parallel")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets(cls, v):
+        """``a.jsonl,b.jsonl`` (a string, or a list of file names: the command line's form) is
+        shorthand for ``[{path: a.jsonl}, {path: b.jsonl}]``."""
+        if isinstance(v, str):
+            return _as_paths(v, "datasets")
+        if not isinstance(v, list):
+            raise PydanticCustomError("datasets", "expects a list of datasets, not {kind}: {forms}",
+                                      {"kind": type(v).__name__, "forms": FORMS})
+        for i, d in enumerate(v):
+            if not isinstance(d, (str, dict, DatasetConfig)):
+                raise PydanticCustomError("datasets", "item {i} ({item}) is not a dataset: {forms}",
+                                          {"i": i, "item": repr(d), "forms": FORMS})
+        return [{"path": d.strip()} if isinstance(d, str) else d for d in v]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path(cls, data):
+        """``path: a.jsonl`` (or a comma list) is put first in ``datasets``."""
+        if isinstance(data, dict) and data.get("path") is not None:
+            data = dict(data)
+            data["datasets"] = _as_paths(data.pop("path"), "path") + cls._datasets(data.get("datasets", []))
+        return data
 
     @field_validator("val_size")
     @classmethod

@@ -5,6 +5,8 @@ sharegpt; openai as messages), ``ranking``, ``columns``, ``tags``, ``split`` and
 ``num_samples`` (which becomes ``samples``). Entries tunesmith does not train on are named,
 never misread: hub-only entries (hf_hub_url, ms_hub_url… without file_name: nothing is
 downloaded), KTO (a ``kto_tag`` column) and multimodal ones (images/videos/audios columns).
+Also here: a LLaMA-Factory train YAML's ``dataset``/``dataset_dir`` as tunesmith datasets, the one
+mapping that ``tunesmith train lf.yaml`` (compat.lf) and ``tunesmith data check lf.yaml`` share.
 """
 from __future__ import annotations
 
@@ -41,8 +43,32 @@ def read_registry(folder: Path, dataset: str | None = None) -> dict[str, dict]:
     return info
 
 
+def hub_source(entry: dict) -> str | None:
+    """The hub key (hf_hub_url, ms_hub_url …) of an entry without a local file_name, else None."""
+    if entry.get("file_name"):
+        return None
+    return next((k for k in HUB_KEYS if entry.get(k)), None)
+
+
+def refuse_hub_only(folder: Path, name: str, info: dict | None = None) -> None:
+    """Raise Unsupported (one line) when ``name`` is a hub-only entry of ``folder``'s dataset_info.json."""
+    entry = (read_registry(folder, name) if info is None else info).get(name)
+    hub = hub_source(entry) if isinstance(entry, dict) else None
+    if hub:
+        raise Unsupported(f"dataset '{name}' in {shown(folder / 'dataset_info.json')}: hub-only dataset ({hub}: "
+                          f"{entry[hub]}); tunesmith reads local files only: download it next to dataset_info.json "
+                          "and set file_name")
+
+
 def registry_names(folder: Path) -> list[str]:
-    return list(read_registry(folder))
+    """The datasets of ``folder``'s dataset_info.json that can be read offline: hub-only entries
+    (``hub_only_names``) are left out, as a whole folder names them only by being LLaMA-Factory's."""
+    return [n for n, e in read_registry(folder).items() if not hub_source(e)]
+
+
+def hub_only_names(folder: Path) -> dict[str, str]:
+    """Hub-only datasets of ``folder``'s dataset_info.json: name → its hub key."""
+    return {n: hub for n, e in read_registry(folder).items() if (hub := hub_source(e))}
 
 
 def from_registry(folder: Path, name: str) -> DatasetConfig:
@@ -56,10 +82,7 @@ def from_registry(folder: Path, name: str) -> DatasetConfig:
     entry = info[name]
     file_name = entry.get("file_name")
     if not file_name:
-        hub = next((k for k in HUB_KEYS if entry.get(k)), None)
-        if hub:
-            raise Unsupported(f"dataset '{name}' in {where}: hub-only dataset ({hub}: {entry[hub]}); tunesmith reads "
-                              "local files only: download it next to dataset_info.json and set file_name")
+        refuse_hub_only(folder, name, info)
         raise UserError(f"dataset '{name}' in {where} has no file_name")
     columns = dict(entry.get("columns") or {})
     if columns.get("kto_tag"):
@@ -87,3 +110,37 @@ def from_registry(folder: Path, name: str) -> DatasetConfig:
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"dataset '{name}' in {where}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def lf_names(value) -> list[str]:
+    """LLaMA-Factory's comma lists ("identity,alpaca_en_demo"); a YAML list is accepted too. Raises ValueError."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    if items is None or not all(isinstance(x, str) for x in items):
+        raise ValueError("must be a comma-separated list of names")
+    out = [x.strip() for x in items if x.strip()]
+    if not out:
+        raise ValueError("must name at least one item")
+    return out
+
+
+def is_lf_train(raw: dict) -> bool:
+    """A LLaMA-Factory train YAML: its datasets under ``dataset``, no tunesmith ``data:`` section."""
+    return "dataset" in raw and "data" not in raw
+
+
+def lf_datasets(raw: dict) -> list[dict]:
+    """A LLaMA-Factory train YAML's ``dataset`` as data.datasets entries: one ``{dataset_info:
+    dataset_dir, name}`` per name, with ``max_samples`` and, for ``stage: pt`` (continued
+    pre-training: loss on every token), ``format: text``. Raises ValueError."""
+    folder = raw.get("dataset_dir", "data")  # LLaMA-Factory's default, relative to the current folder
+    if not isinstance(folder, str) or not folder.strip():
+        raise ValueError("dataset_dir must be a folder name")
+    extra: dict = {}
+    cap = raw.get("max_samples")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap != int(cap) or cap <= 0:
+            raise ValueError("max_samples must be a whole number above 0")
+        extra["max_samples"] = int(cap)
+    if raw.get("stage") == "pt":
+        extra["format"] = "text"
+    return [{"dataset_info": folder, "name": n, **extra} for n in lf_names(raw.get("dataset"))]

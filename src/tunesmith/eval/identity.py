@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, Replaceable
 from ..fsutil import write_atomic
 from ..infer import Engine, GenParams
 from ..manifest import model_hash
@@ -37,7 +37,7 @@ def general_probes(languages: list[str] | tuple[str, ...] = LANGS) -> list[dict]
     return [r for r in _asset("general_probes.jsonl") if r["lang"] in languages]
 
 
-class EvalIdentityConfig(AdaptedModelSection):
+class EvalIdentityConfig(AdaptedModelSection, Replaceable):
     model: str = Field(..., description="the tuned model (or its base when adapter is set)")
     adapter: list[str] = Field(default_factory=list, description="adapter(s) that make the tuned model")
     base: str | None = Field(None, description="base to compare with (default: model, when adapter is set)")

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 
 EXTRA = "lm-eval"
 
 
-class EvalLmEvalConfig(AdaptedModelSection):
+class EvalLmEvalConfig(AdaptedModelSection, Replaceable):
     model: str = Field(..., description="the model: alias, HF folder, merged stage, .gguf, hub id or run folder")
     adapter: list[str] = Field(default_factory=list, description="adapters applied in order (one: loaded by peft; "
                                                                   "several: merged and verified first)")

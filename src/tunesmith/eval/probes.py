@@ -9,14 +9,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, Replaceable
 from ..fsutil import write_atomic
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
 
 
-class EvalProbesConfig(AdaptedModelSection):
+class EvalProbesConfig(AdaptedModelSection, Replaceable):
     model: str = Field(..., description="model: alias, HF folder (a merged stage too), .gguf, hub id or run folder")
     probes: str = Field(..., description="JSONL file of {prompt, expect} rows")
     out: str | None = Field(None, description="write probes.json (answers and the score) here")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
@@ -41,7 +41,7 @@ NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 END_PUNCT = " \t\n.。!！?？,，;；:：\"'“”‘’()（）[]【】"
 
 
-class EvalTasksConfig(AdaptedModelSection):
+class EvalTasksConfig(AdaptedModelSection, Replaceable):
     model: str = Field(..., description="the base model: alias, HF folder, merged stage, hub id or run folder")
     adapter: list[str] = Field(default_factory=list, description="adapters, each compared with the base on its own")
     tasks: list[str] = Field(default_factory=list, description="task JSONL files; FILE:KIND sets the file's kind "

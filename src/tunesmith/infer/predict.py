@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 from ..jsonl import read_jsonl
+from .context import ContextExceeded, model_context, room_for_answer
 from .engine import Engine, GenParams
 
 
-class PredictConfig(AdaptedModelSection):
+class PredictConfig(AdaptedModelSection, Replaceable):
     input: str = Field(..., description="JSONL file: one {messages: [...]} or {prompt: ...} per line")
     output: str = Field(..., description="JSONL file to write (appended to on a rerun)")
     batch_size: int = Field(8, gt=0, description="prompts per generation batch")
@@ -31,6 +32,11 @@ class PredictConfig(AdaptedModelSection):
 
 def read_requests(path: str | Path, system: str | None = None) -> list[tuple[str, dict, list[dict]]]:
     """``(id, row, messages)`` for each line. Raises UserError naming file:line for a bad row."""
+    return [r[1:] for r in read_rows(path, system)]
+
+
+def read_rows(path: str | Path, system: str | None = None) -> list[tuple[int, str, dict, list[dict]]]:
+    """``(line number, id, row, messages)`` for each line, as ``read_requests``."""
     out, seen = [], set()
     for n, row in read_jsonl(path):
         if not isinstance(row, dict):
@@ -49,7 +55,7 @@ def read_requests(path: str | Path, system: str | None = None) -> list[tuple[str
         if rid in seen:
             raise UserError(f"{path}:{n}: id: '{rid}' appears twice")
         seen.add(rid)
-        out.append((rid, row, msgs))
+        out.append((n, rid, row, msgs))
     return out
 
 
@@ -92,27 +98,47 @@ def done_ids(path: str | Path, input_ids: set[str], input_path: str | Path = "th
     return ids
 
 
+def check_fits(engine: Engine, rows: list[tuple[int, str, dict, list[dict]]], cfg: PredictConfig) -> None:
+    """Every row's prompt renders and, with ``gen.max_new_tokens``, fits the model's context:
+    checked for all rows before the first answer, so a bad row costs one line, not a run."""
+    context = model_context(engine.model)
+    for n, _, _, msgs in rows:
+        try:
+            ids = engine.prompt_ids(msgs, cfg.gen.enable_thinking)
+        except Exception as e:  # noqa: BLE001 — a template that rejects the conversation (roles, order)
+            raise UserError(f"{cfg.input}:{n}: messages: the chat template rejects them "
+                            f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+        try:
+            room_for_answer(len(ids), context, cfg.gen.max_new_tokens, "max_new_tokens")
+        except ContextExceeded as e:
+            raise UserError(f"{cfg.input}:{n}: {e}; shorten the row or lower --gen.max_new_tokens") from None
+
+
 def predict(cfg: PredictConfig) -> int:
-    from ..fsutil import check_writable_file, same_file
+    from ..fsutil import check_writable_file, same_file, will_append
 
     if same_file(cfg.input, cfg.output):
         raise UserError(f"output {cfg.output} is the input file: choose another --output")
-    requests = read_requests(cfg.input, cfg.system)
+    requests = read_rows(cfg.input, cfg.system)
     if not requests:
         raise UserError(f"input {cfg.input} has no rows")
     check_writable_file(cfg.output, "output")
-    done = done_ids(cfg.output, {r[0] for r in requests}, cfg.input)
-    todo = [r for r in requests if r[0] not in done]
-    if not todo:
+    # --overwrite (an output of ours for another input, or a fresh start): begin again.
+    done = set() if cfg.overwrite else done_ids(cfg.output, {r[1] for r in requests}, cfg.input)
+    left = [r for r in requests if r[1] not in done]
+    if not left:
         print(f"all {len(requests)} rows already answered in {cfg.output}")
         return 0
     engine = Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code)
+    check_fits(engine, left, cfg)
+    todo = [r[1:] for r in left]
     from tqdm import tqdm
 
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not cfg.progress, unit="row")
     # Appending is the resume mechanism: the file holds only predict's own whole lines (checked above).
-    with open(cfg.output, "a", encoding="utf-8") as out:
+    will_append(cfg.output)  # recorded as ours (the output policy) before the first line
+    with open(cfg.output, "w" if cfg.overwrite else "a", encoding="utf-8") as out:
         for i in range(0, len(todo), cfg.batch_size):
             chunk = todo[i:i + cfg.batch_size]
             answers = engine.generate([m for _, _, m in chunk], cfg.gen)

@@ -10,76 +10,145 @@ from __future__ import annotations
 
 import json
 import time
+from copy import copy
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from ..config import ModelSection, Section
 from ..fsutil import save_config, write_atomic
 from ..data.config import DataConfig, DatasetConfig
 from ..errors import UserError
+from ..eval.identity import EvalIdentityConfig
 from ..manifest import read_manifest, write_manifest
+from ..synth.replay_verb import ReplayConfig
 from ..train.config import LoopSettings, LoraSettings, TrainConfig, lift_train_dtype
 from ..data.names import LANGS, IdentityNames, Lang
 from ..synth.identity import filled_rows, identity_messages, user_identity_messages
 
 
+def _like(schema: type[BaseModel], name: str, **change: Any):
+    """The field ``name`` of another verb's schema (its type checks, default and description),
+    with ``change`` (e.g. another default): the job shares the verb's field instead of a copy."""
+    info = copy(schema.model_fields[name])
+    for key, value in change.items():
+        setattr(info, key, value)
+    return info
+
+
 class ReplaySettings(Section):
     enabled: bool = Field(True, description="mix in the base model's own answers to general prompts")
-    prompts: int | None = Field(None, gt=0, description="how many shipped prompts the base answers (default: all)")
+    prompts: int | None = Field(None, gt=0, description="how many shipped prompts the base answers, drawn with "
+                                                        "train.seed (default: all)")
     samples: int | None = Field(None, gt=0, description="replay rows in the training mix (default: every answer "
                                                         "`upsample` times)")
     upsample: int = Field(2, gt=0, description="each kept answer this many times when samples is unset (measured: "
                                                "2 kept the leak in en and zh at most 4 in 100 where 1 leaked 18 in 100 in zh)")
-    max_new_tokens: int = Field(64, gt=0, description="answer length; cut-off answers are trimmed to their last "
-                                                       "sentence")
-    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    max_new_tokens: int = _like(ReplayConfig, "max_new_tokens")  # as `tunesmith synth replay`
+    batch_size: int = _like(ReplayConfig, "batch_size")
 
 
-# What the identity journey trains with unless the recipe says otherwise: the best setting measured
-# on SmolLM2 (docs/benchmarks.md, identity defaults sweep); the old 3 epochs, all 207 rows and
-# 160-token replay leaked the identity into ~20% of general answers.
-TRAIN_DEFAULTS = {"lr": 1e-3, "epochs": 2, "batch_size": 8, "warmup": 0.05}
+class IdentityLoopSettings(LoopSettings):
+    """The train verb's loop settings with the identity journey's defaults: the best setting
+    measured on SmolLM2 (docs/benchmarks.md, identity defaults sweep); the old 3 epochs, all 207
+    rows and 160-token replay leaked the identity into ~20% of general answers. Help, validation
+    and the run all read these defaults from here."""
+
+    lr: float = _like(LoopSettings, "lr", default=1e-3)
+    epochs: float = _like(LoopSettings, "epochs", default=2.0)
+    batch_size: int = _like(LoopSettings, "batch_size", default=8)
+    warmup: float = _like(LoopSettings, "warmup", default=0.05)
+
+
+class IdentityDataSettings(DataConfig):
+    """The train verb's data section: the job adds the identity rows and the replay rows to
+    ``datasets``, your own data."""
+
+    datasets: list[DatasetConfig] = _like(DataConfig, "datasets", description=(
+        "your own general data to mix in, placeholders {{NAME}}/{{AUTHOR}} filled (the job adds the identity "
+        "and replay rows)"))
+    cutoff_len: int = _like(DataConfig, "cutoff_len", default=512, description="tokens per row (identity and replay "
+                            "rows are short); longer rows are cut from the end")
+    seed: int | None = Field(None, description="seed for sampling, the validation split and the shuffle (default: "
+                                               "train.seed)")
+
+
+# The eval identity verb's settings, less what the job fills in (the model, adapter, names,
+# languages, folder and the model section): a field added to that verb appears here too.
+_JOB_FILLS = {"model", "adapter", "base", "names", "name", "author", "languages", "out", "dtype", "device",
+              "trust_remote_code"}
+IdentityEvalSettings = create_model(
+    "IdentityEvalSettings", __base__=Section, __doc__="`tunesmith eval identity`'s settings for the job's evaluation",
+    **{k: (f.annotation, _like(EvalIdentityConfig, k)) for k, f in EvalIdentityConfig.model_fields.items()
+       if k not in _JOB_FILLS})
+
 # Of the shipped identity rows, this share is trained on (150 of 207): fewer identity rows leak less.
 SHIPPED_IDENTITY_SHARE = 150 / 207
+# Old spellings (one release of each) → the one spelling: the key the train / eval identity verbs use.
+OLD_SPELLINGS = {"cutoff_len": "data.cutoff_len", "extra_data": "data.datasets",
+                 "eval_max_new_tokens": "eval_identity.max_new_tokens"}
+
+
+def _deprecated(new: str):
+    return Field(None, description=f"deprecated spelling of {new} (still read from old recipes)")
 
 
 class IdentityJobConfig(ModelSection):
-    name: str | None = Field(None, description="the new name")
-    author: str | None = Field(None, description="the new author / creator")
+    name: str | None = Field(None, description="the new name, every language (ms-swift: --model_name NAME_ZH "
+                                               "NAME_EN sets names.name_zh and names.name_en)")
+    author: str | None = Field(None, description="the new author / creator, every language (ms-swift: "
+                                                 "--model_author AUTHOR_ZH AUTHOR_EN sets names.author_zh and "
+                                                 "names.author_en)")
     names: IdentityNames = Field(default_factory=IdentityNames,
                                  description="per-language values: names.name_zh, names.author_en …")
     output_dir: str | None = Field(None, description="run folder (default: runs/<recipe name>-<time>, or runs/identity-<time>)")
     languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
     identity_samples: int | None = Field(None, gt=0, description="identity rows in the mix, upsampled by whole "
                                                                  "repetitions (default: 150 of the 207 shipped "
-                                                                 "rows; your identity_data: each row once)")
+                                                                 "rows; your identity_data: each row once) "
+                                                                 "(ms-swift: --self_cognition_sample N)")
     replay: ReplaySettings = Field(default_factory=ReplaySettings, description="forgetting guard: self-distilled replay")
     identity_data: str | None = Field(None, description="a file, folder, or DIR:name with your own identity rows; "
                                                         "placeholders filled; replaces the shipped rows")
-    extra_data: list[DatasetConfig] = Field(default_factory=list, description="your own general data to mix in "
-                                            "(placeholders {{NAME}}/{{AUTHOR}} are filled here too)")
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings")
-    train: LoopSettings = Field(default_factory=lambda: LoopSettings(**TRAIN_DEFAULTS),
-                                description="optimizer, schedule and loop (identity defaults: lr 1e-3, 2 epochs, "
-                                            "batch 8, warmup 0.05)")
-    cutoff_len: int = Field(512, gt=0, description="tokens per training row")
+    data: IdentityDataSettings = Field(default_factory=IdentityDataSettings,
+                                       description="datasets, mixing and rendering (as `tunesmith train`)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (as `tunesmith train`)")
+    train: IdentityLoopSettings = Field(default_factory=IdentityLoopSettings,
+                                        description="optimizer, schedule and loop (as `tunesmith train`, with the "
+                                                    "identity defaults)")
     eval: bool = Field(True, description="run the before/after identity evaluation")
-    eval_max_new_tokens: int = Field(64, gt=0, description="answer length in the evaluation")
-    resume: bool | Literal["auto"] = Field("auto", description="continue a killed run in output_dir (auto: if there is one)")
-    nproc: int = Field(1, gt=0, description="data-parallel training processes (as `tunesmith train --nproc`)")
-    progress: bool = Field(True, description="show progress bars")
+    eval_identity: IdentityEvalSettings = Field(default_factory=IdentityEvalSettings,
+                                                description="the evaluation's settings (as `tunesmith eval identity`)")
+    resume: bool | Literal["auto"] = _like(TrainConfig, "resume", default="auto")
+    nproc: int = _like(TrainConfig, "nproc")
+    progress: bool = _like(TrainConfig, "progress")
+    cutoff_len: int | None = _deprecated("data.cutoff_len")
+    extra_data: list[DatasetConfig] | None = _deprecated("data.datasets")
+    eval_max_new_tokens: int | None = _deprecated("eval_identity.max_new_tokens")
 
     _lift_dtype = model_validator(mode="before")(lift_train_dtype)  # old recipes' train.dtype
 
     @model_validator(mode="before")
     @classmethod
-    def _train_defaults(cls, data):
-        """``train.lr=2e-4`` changes the lr and keeps the identity defaults of the other fields
-        (without this the whole section would fall back to the general training defaults)."""
-        if isinstance(data, dict) and isinstance(data.get("train"), dict):
-            data = {**data, "train": {**TRAIN_DEFAULTS, **data["train"]}}
+    def _old_spellings(cls, data):
+        """``cutoff_len: 512`` (the old spelling) reads as ``data.cutoff_len: 512``, and so on
+        (OLD_SPELLINGS); both spellings with different values are refused."""
+        if not isinstance(data, dict):
+            return data
+        for old, new in OLD_SPELLINGS.items():
+            value = data.get(old)
+            if value is None:
+                continue
+            section, key = new.split(".")
+            current = data.get(section) if data.get(section) is not None else {}
+            if isinstance(current, BaseModel):
+                current = current.model_dump(exclude_unset=True)
+            if not isinstance(current, dict):
+                continue  # the section itself is malformed: its own error names it
+            if current.get(key) not in (None, value):
+                raise ValueError(f"{old} and {new} are both set: {old} is the old spelling of {new}; set {new} only")
+            data = {**data, old: None, section: {**current, key: value}}
         return data
 
     def identity(self) -> IdentityNames:

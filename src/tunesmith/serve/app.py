@@ -14,11 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..infer.context import ContextExceeded, model_context, room_for_answer
 from .batcher import Batcher, Job, QueueFull, Sampling, logprob_entry
-from .protocol import ChatRequest, CompletionRequest, Refused, refuse_unhonoured
+from .protocol import ChatRequest, CompletionRequest, Refused, explain, refuse_unhonoured
 from .think import ThinkSplitter
 
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
 PAGE = Path(__file__).with_name("page") / "index.html"
 
 
@@ -35,11 +35,7 @@ class State:
 
     def __init__(self, engine, batcher: Batcher, cfg):
         self.engine, self.tok, self.batcher, self.cfg = engine, engine.tok, batcher, cfg
-        mc = engine.model.config.get_text_config() if hasattr(engine.model.config, "get_text_config") \
-            else engine.model.config
-        self.context = int(getattr(mc, "max_position_embeddings", 0) or cfg.max_model_len)
-        if cfg.max_model_len:
-            self.context = min(self.context, cfg.max_model_len)
+        self.context = model_context(engine.model, cfg.max_model_len)
         from ..models.template import supports_thinking
 
         self.thinking = supports_thinking(self.tok)
@@ -47,14 +43,12 @@ class State:
 
 
 def _budget(st: State, prompt: list[int], asked: int | None, default: int) -> int:
-    room = st.context - len(prompt)
-    if room < 1:
-        raise Refused("messages", f"the prompt has {len(prompt)} tokens; this model's context is {st.context}",
-                      "context_length_exceeded")
-    if asked is not None and asked > room:
-        raise Refused("max_tokens", f"prompt ({len(prompt)} tokens) + max_tokens ({asked}) exceeds the context "
-                      f"of {st.context} tokens", "context_length_exceeded")
-    return asked if asked is not None else min(default, room)
+    """Completion tokens for this request; the check is predict's too (infer/context.py)."""
+    try:
+        room = room_for_answer(len(prompt), st.context, asked, "max_tokens")
+    except ContextExceeded as e:
+        raise Refused("messages" if e.prompt_alone else "max_tokens", str(e), "context_length_exceeded") from None
+    return asked if asked is not None else default if room is None else min(default, room)
 
 
 async def _admit(st: State, job: Job) -> JSONResponse | None:
@@ -83,20 +77,17 @@ def build_app(st: State) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        e = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        # Pydantic names union branches in ``loc`` ("str", "list[TextPart]"): the client only needs the field.
-        loc = [str(x) for x in e.get("loc", ()) if x != "body" and not (isinstance(x, str) and (
-            x in _TYPE_TAGS or "[" in x or "-" in x))]
-        param = ".".join(loc) or None
+        e, loc, text = explain(list(exc.errors()) or [{"loc": (), "msg": "invalid request"}])
+        param = ".".join(str(x) for x in loc) or None
         if e.get("type") == "json_invalid":
             return error(400, f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}",
                          code="invalid_json")
         if e.get("type") == "extra_forbidden":
             return error(400, f"unsupported field '{param}'", param=param, code="unsupported_parameter")
-        if e.get("type") == "model_attributes_type" or not loc and e.get("type") == "dict_type":
+        if not loc and e.get("type") in ("model_attributes_type", "dict_type"):
             return error(400, "the body must be a JSON object (sent with Content-Type: application/json)",
                          code="invalid_type")
-        return error(400, f"{param or 'body'}: {e['msg']}", param=param, code="invalid_value")
+        return error(400, text, param=param, code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

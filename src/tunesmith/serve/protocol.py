@@ -79,6 +79,64 @@ class CompletionRequest(_Sampling):
     best_of: StrictInt | None = Field(None, ge=1)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+_EXPECTED = {"string_type": "a string", "list_type": "a list", "int_type": "an integer", "float_type": "a number",
+             "bool_type": "true or false"}
+# What an item of these lists is (FastAPI's errors do not name the model class).
+_ITEMS = {"messages": 'a message object ({"role": "user", "content": "..."})',
+          "content": 'a text part ({"type": "text", "text": "..."})'}
+_OBJECT_ERRORS = ("model_type", "model_attributes_type", "dict_type")
+_JSON_NAMES = {type(None): "null", bool: "true or false", int: "a number", float: "a number", str: "a string",
+               list: "a list", dict: "an object"}
+
+
+def field_loc(loc) -> tuple:
+    """A validation error's location as the client knows it: pydantic also names the union branch
+    it tried (``str``, ``list[TextPart]``) and the request part (``body``)."""
+    return tuple(x for x in loc if x != "body" and not (isinstance(x, str) and (
+        x in _TYPE_TAGS or "[" in x or "-" in x)))
+
+
+def field_path(loc) -> str:
+    """``("messages", 0, "content")`` → ``messages[0].content``."""
+    out = ""
+    for x in loc:
+        out += f"[{x}]" if isinstance(x, int) else f".{x}" if out else str(x)
+    return out
+
+
+def explain(errors: list[dict]) -> tuple[dict, tuple, str]:
+    """The error to report, its field and one line for it, e.g. ``messages[0]: expected a message
+    object ({…}), got null``. The deepest error wins (the branch of a union that got furthest is the
+    one the client meant); the branches that failed at that same field are merged into one line."""
+    first = max(errors, key=lambda e: len(field_loc(e.get("loc", ()))))
+    loc = field_loc(first.get("loc", ()))
+    wants = []
+    for e in errors:
+        if field_loc(e.get("loc", ())) != loc:
+            continue
+        if e.get("type") in _OBJECT_ERRORS:
+            item = len(loc) > 1 and isinstance(loc[-1], int) and loc[-2] in _ITEMS
+            want = _ITEMS[loc[-2]] if item else "an object"
+        else:
+            want = _EXPECTED.get(e.get("type"))
+        if want is None:
+            wants = []
+            break
+        if want not in wants:
+            wants.append(want)
+    path = field_path(loc) or "body"
+    if first.get("type") == "missing":
+        return first, loc, f"{path}: required"
+    got = _JSON_NAMES.get(type(first.get("input")), "another value")
+    if not wants:
+        null = ", got null" if "input" in first and first["input"] is None else ""
+        return first, loc, f"{path}: {first.get('msg', 'invalid value')}{null}"
+    if loc[-1:] == ("content",):
+        wants = ["a list of text parts" if w == "a list" else w for w in wants]
+    return first, loc, f"{path}: expected {' or '.join(wants)}, got {got}"
+
+
 class Refused(Exception):
     """A request the server cannot honour: 400 naming ``param``."""
 

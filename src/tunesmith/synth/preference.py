@@ -119,7 +119,6 @@ def answer_pairs(cfg: PreferenceConfig) -> tuple[list[dict], dict]:
 
 def preference(cfg: PreferenceConfig) -> int:
     outputs = Outputs(cfg.out)
-    outputs.check_ours("synth preference")  # before any model loads
     pairs, info = answer_pairs(cfg) if cfg.chosen else identity_pairs(cfg)
     if not pairs:
         raise UserError("no pair left: every rejected answer equals its chosen one")

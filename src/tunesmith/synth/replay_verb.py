@@ -37,7 +37,6 @@ def replay(cfg: ReplayConfig) -> int:
     from .replay import replay_rows
 
     outputs = Outputs(cfg.out)  # an unwritable out, or one inside a file, is refused before any model loads
-    outputs.check_ours(KIND)
     rows, info = replay_rows(cfg.model, list(cfg.languages), cfg.prompts, cfg.max_new_tokens, cfg.batch_size,
                              cfg.seed, cfg.dtype, cfg.device, cfg.trust_remote_code, progress=cfg.progress)
     if not rows:

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import UserError
 from ..fsutil import check_writable_file, write_atomic
 from ..manifest import write_manifest
-from .teacher import BudgetSpent, Teacher, TeacherConfig, TeacherDown
+from .teacher import BadReply, BudgetSpent, Teacher, TeacherConfig, TeacherDown
 
 FORMATS = ("messages", "alpaca")
 
@@ -59,6 +59,7 @@ class Outputs:
             self.data, self._base = p, p.with_suffix("")
             self.errors, self.manifest_dir = Path(f"{self._base}.errors.jsonl"), None
         check_writable_file(self.data, "out")
+        self.claim()
 
     def beside(self, name: str) -> Path:
         """``<folder>/NAME`` or ``<out stem>.NAME``."""
@@ -67,17 +68,13 @@ class Outputs:
     def journal(self, step: str) -> Path:
         return self.beside(f"{step}.journal.jsonl")
 
-    def check_ours(self, kind: str) -> None:
-        """An existing output is replaced only when its manifest says ``kind`` wrote it: a file
-        tunesmith did not write is never changed (called before any model loads)."""
-        if not self.data.exists():
-            return
-        try:
-            mine = json.loads(self.beside("manifest.json").read_text(encoding="utf-8")).get("kind") == kind
-        except (OSError, ValueError, AttributeError):
-            mine = False
-        if not mine:
-            raise UserError(f"out {self.data} exists and was not written by {kind}: choose another --out")
+    def claim(self, *steps: str) -> None:
+        """A file output's neighbours (errors, manifest, each step's journal) are outputs too: one
+        that exists must be tunesmith's (the output policy, ``tunesmith.outputs``)."""
+        if not self.folder_mode:
+            from ..outputs import claim_beside
+
+            claim_beside([self.errors, self.beside("manifest.json"), *(self.journal(s) for s in steps)])
 
     def write_manifest(self, manifest: dict) -> None:
         if self.manifest_dir is not None:
@@ -127,6 +124,9 @@ class Journal:
 
     def _write(self, line: bytes) -> None:
         if self.f is None:
+            from ..fsutil import will_append
+
+            will_append(self.path)  # the output policy records it as ours before the first line
             self._open()
         self.f.write(line)
         self.f.flush()
@@ -155,6 +155,8 @@ class RunResult:
 def _reason(e: BaseException) -> str:
     import openai
 
+    if isinstance(e, BadReply):
+        return str(e)  # already one line, naming what was wrong with the reply
     if isinstance(e, openai.APITimeoutError):
         return "timed out (after the SDK's retries)"
     if isinstance(e, openai.APIStatusError):
@@ -171,7 +173,8 @@ async def _run(items: list[Item], cfg: TeacherConfig, journal: Journal, label: s
     if not todo:
         return res
     teacher = Teacher(cfg)
-    total, t0, last = len(items), time.monotonic(), [0.0]
+    total, t0 = len(items), time.monotonic()
+    last = [t0]  # a progress line every 5 s of a long run, none for a short one
 
     async def one(it: Item) -> None:
         try:
@@ -179,7 +182,7 @@ async def _run(items: list[Item], cfg: TeacherConfig, journal: Journal, label: s
         except BudgetSpent:
             res.failures[it.key] = "not sent: the run's budget (teacher.max_requests / max_total_tokens) was used up"
             return
-        except openai.APIError as e:
+        except (openai.APIError, BadReply) as e:
             res.failures[it.key] = _reason(e)
             return
         rec = {"key": it.key, **reply.to_json()}
@@ -206,27 +209,41 @@ async def _run(items: list[Item], cfg: TeacherConfig, journal: Journal, label: s
 
 def run_items(items: list[Item], cfg: TeacherConfig, outputs: Outputs, step: str, label: str) -> RunResult:
     """Ask the teacher for every item not yet in the ``step`` journal. Writes errors.jsonl (or
-    removes the one an earlier run left) and raises UserError naming how many failed."""
+    removes the one an earlier run left) and raises UserError naming how many failed: that
+    one line is then all the run prints to stderr at its end."""
     unique = list({it.key: it for it in items}.values())
+    outputs.claim(step)
     journal = Journal(outputs.journal(step))
     try:
         res = asyncio.run(_run(unique, cfg, journal, label))
     finally:
         journal.close()
-    print(f"  {label}: {len(res.answers)}/{len(unique)} answered ({res.skipped} from an earlier run), "
-          f"{res.requests} requests, {res.tokens} tokens, {res.seconds:.1f}s", file=sys.stderr)
     by_key = {it.key: it for it in unique}
     if res.failures:
         lines = [json.dumps({"key": k, "step": step, "reason": why, "messages": by_key[k].messages,
                              **by_key[k].meta}, ensure_ascii=False) for k, why in res.failures.items()]
         write_atomic(outputs.errors, "\n".join(lines) + "\n")
-        first = next(iter(res.failures.values()))
-        raise UserError(f"{label}: {len(res.failures)} of {len(unique)} requests failed (first: {first}); the "
-                        f"reasons are in {outputs.errors}; rerun the same command to retry them (the "
-                        f"{len(res.answers)} answers are kept)")
+        raise UserError(_failed_line(res, len(unique), label, outputs.errors))
+    print(f"  {label}: {len(res.answers)}/{len(unique)} answered ({res.skipped} from an earlier run), "
+          f"{res.requests} requests, {res.tokens} tokens, {res.seconds:.1f}s", file=sys.stderr)
     if outputs.errors.is_file():
         outputs.errors.unlink()  # ours, from an earlier run whose failures are now answered
     return res
+
+
+def _failed_line(res: RunResult, total: int, label: str, errors: Path) -> str:
+    """The one line a run with failures ends on: how many, the first reason, where the rest are."""
+    first = " ".join(next(iter(res.failures.values())).split())
+    if res.answers:
+        head = f"{len(res.failures)} of {total} requests failed"
+        n = len(res.answers)
+        kept = f" (the {n} answers are kept)" if n > 1 else " (the 1 answer is kept)"
+    else:
+        head = f"nothing was answered: all {total} requests failed" if total > 1 else \
+            "nothing was answered: the one request failed"
+        kept = ""
+    return (f"{label}: {head} (first: {first}); the reasons are in {errors}; rerun the same command to retry "
+            f"them{kept}")
 
 
 def write_rows(outputs: Outputs, rows: list[dict], manifest: dict) -> None:

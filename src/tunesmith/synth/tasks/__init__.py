@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ...config import Section
+from ...config import Replaceable, Section
 from ...errors import UserError
 from . import add, multiply
 from .steps import LANGS, WORDS, StepError, pattern
@@ -33,7 +33,7 @@ ASK = {"multiply": "ask_mul", "add": "ask_add"}
 ENUMERATE_UP_TO = 300_000  # pair spaces this small are listed whole; larger ones are sampled
 
 
-class TaskConfig(Section):
+class TaskConfig(Replaceable):
     task: Literal["multiply", "add"] = Field(..., description="which task: multiply or add")
     digits: list[int] = Field(default_factory=lambda: [3, 3], description="digits of the two numbers, e.g. 2,2")
     n: int = Field(1000, ge=1, description="rows to write")
@@ -151,7 +151,6 @@ def task(cfg: TaskConfig) -> int:
     from ..runner import Outputs, write_rows
 
     outputs = Outputs(cfg.out)
-    outputs.check_ours("synth task")
     rows = make_rows(cfg)
     write_rows(outputs, rows, {"kind": "synth task", "task": cfg.task, "digits": cfg.digits, "lang": cfg.lang,
                                "seed": cfg.seed, "split": cfg.split, "test_share": cfg.test_share,

@@ -7,7 +7,8 @@ import yaml
 
 from tunesmith import cli
 from tunesmith.config import build_config, validate
-from tunesmith.lf_compat import TABLES, swift_argv, translate
+from tunesmith.compat.lf import TABLES, translate
+from tunesmith.compat.swift import swift_argv
 
 ALPACA = [{"instruction": f"Say the word number {i}.", "input": "", "output": f"Word {i} is {w}."}
           for i, w in enumerate("amber birch cedar delta ember fjord grove harbor".split())]
@@ -218,9 +219,9 @@ def test_identity_verb_reads_ms_swift_flags(tmp_path, capsys):
 
 
 def test_doc_table_matches_the_translation_table():
-    from tunesmith.lf_compat import doc_table
+    from tunesmith.compat.recipe import doc_table
 
-    doc = (Path(__file__).parents[1] / "docs" / "llamafactory.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[2] / "docs" / "llamafactory.md").read_text(encoding="utf-8")
     assert doc_table() in doc
     assert "## Dataset paths" in doc
     assert set(TABLES["train"]) >= {"deepspeed", "report_to", "max_samples", "dataset_dir", "additional_target"}

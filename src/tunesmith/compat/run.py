@@ -1,0 +1,39 @@
+"""Running a translated LLaMA-Factory YAML: show the translation, run the verb, keep both YAMLs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..fsutil import default_run_dir, write_atomic
+from .lf import Translation
+
+
+def run_translated(tr: Translation, cfg, target) -> int:
+    """Print the translation, run the verb on ``cfg``, and keep the translation and the original
+    YAML (``lf_translation.yaml``, ``lf_original.yaml``) in a training run's folder. ``target`` is
+    the verb (``registry.Verb``: run through ``registry.invoke``, so the output policy applies) or
+    a function of the config. An unset run folder is ``runs/<yaml name>-<time>``."""
+    print(tr.render() + "---", flush=True)
+    recipe = Path(tr.source).stem
+    if tr.kind == "train" and cfg.output_dir is None:  # named now, so the YAMLs can go there
+        cfg = cfg.model_copy(update={"output_dir": default_run_dir(recipe)})
+
+    def run() -> int:
+        if callable(target):
+            return int(target(cfg) or 0)
+        from ..registry import invoke
+
+        return invoke(target, cfg, recipe)
+
+    if tr.kind != "train":
+        return run()
+    folder = Path(cfg.output_dir)
+    existed, ran = folder.is_dir(), False
+    try:
+        code, ran = run(), True
+        return code
+    finally:
+        # A run that started (or resumed) keeps its recipe; a refused one leaves nothing, and a
+        # finished run someone pointed at by mistake keeps the YAMLs it had.
+        if folder.is_dir() and (ran or not existed):
+            write_atomic(folder / "lf_translation.yaml", tr.render())
+            write_atomic(folder / "lf_original.yaml", Path(tr.source).read_bytes())
