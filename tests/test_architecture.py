@@ -1,5 +1,6 @@
-"""The house rules, checked on the source: imports point down (no stage imports a job), and
-no module of ``src/tunesmith`` takes part in an import cycle (function-level imports count)."""
+"""The house rules, checked on the source: imports point down — shared pieces import no stage,
+no stage imports a job, compat or the CLI — no module of ``src/tunesmith`` takes part in an
+import cycle (function-level imports count), and no module grows past ~400 lines."""
 from __future__ import annotations
 
 import ast
@@ -12,6 +13,11 @@ STAGES = ("data", "synth", "train", "eval", "export", "infer", "serve", "models"
 # Arrows the design forbids between stages: synth makes data and never trains or evaluates;
 # eval reads models and outputs, never synth or train.
 FORBIDDEN = {("synth", "train"), ("synth", "eval"), ("eval", "synth"), ("eval", "train")}
+# The top-level modules every layer may use; they use no stage and nothing above the stages. (The
+# registry names verbs by "module:attr" strings, imported when a verb runs: no import arrow.)
+SHARED = ("config", "errors", "fsutil", "jsonl", "manifest", "registry", "outputs", "home")
+ABOVE = ("jobs", "compat", "cli", "__main__")  # above the stages: they may import any stage
+MAX_LINES = 420
 
 
 def module_graph(root: Path = SRC / "tunesmith") -> dict[str, set[str]]:
@@ -81,15 +87,36 @@ def test_no_import_cycles():
     assert cycles(module_graph()) == []
 
 
-def test_no_stage_imports_a_job_and_forbidden_arrows_are_absent():
+def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up: a shared piece → a stage or above, a stage → jobs/compat/cli, and the
+    arrows the design forbids between stages."""
     bad = []
-    for mod, deps in module_graph().items():
-        if layer(mod) not in STAGES:
-            continue
+    for mod, deps in graph.items():
+        src = layer(mod)
         for d in deps:
-            if layer(d) == "jobs" or (layer(mod), layer(d)) in FORBIDDEN:
+            dst = layer(d)
+            if (src in SHARED and dst in STAGES + ABOVE) or (src in STAGES and dst in ABOVE) \
+                    or (src, dst) in FORBIDDEN:
                 bad.append(f"{mod} → {d}")
-    assert bad == []
+    return sorted(bad)
+
+
+def test_imports_point_down():
+    assert upward_arrows(module_graph()) == []
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_every_shared_piece_exists(name):
+    assert (SRC / "tunesmith" / f"{name}.py").is_file()  # a renamed one would silently escape the rule
+
+
+def long_modules(root: Path = SRC / "tunesmith") -> list[str]:
+    return sorted(f"{f.relative_to(root)}: {n} lines" for f in root.rglob("*.py")
+                  if (n := len(f.read_text(encoding="utf-8").splitlines())) > MAX_LINES)
+
+
+def test_no_module_is_over_420_lines():
+    assert long_modules() == []
 
 
 def test_the_checks_can_fail(tmp_path):
@@ -105,6 +132,25 @@ def test_the_checks_can_fail(tmp_path):
     g = module_graph(pkg)
     assert cycles(g) == [["tunesmith.train.a", "tunesmith.train.b"]]
     assert "tunesmith.jobs.j" in g["tunesmith.train.b"]
+    assert upward_arrows(g) == ["tunesmith.train.b → tunesmith.jobs", "tunesmith.train.b → tunesmith.jobs.j"]
+
+
+def test_the_shared_and_length_rules_can_fail(tmp_path):
+    """A shared piece importing a stage inside a function, a stage importing compat, and a long module."""
+    pkg = tmp_path / "tunesmith"
+    for sub in ("models", "compat", "serve"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "resolve.py").write_text("def tunesmith_home():\n    pass\n")
+    (pkg / "manifest.py").write_text("def f():\n    from .models.resolve import tunesmith_home\n")
+    (pkg / "registry.py").write_text('VERBS = ["tunesmith.serve.app:build"]\n')  # a string, not an import
+    (pkg / "compat" / "lf.py").write_text("")
+    (pkg / "serve" / "app.py").write_text("from ..compat import lf\n" + "x = 1\n" * MAX_LINES)
+    assert upward_arrows(module_graph(pkg)) == ["tunesmith.manifest → tunesmith.models.resolve",
+                                                "tunesmith.serve.app → tunesmith.compat",
+                                                "tunesmith.serve.app → tunesmith.compat.lf"]
+    assert long_modules(pkg) == [f"serve/app.py: {MAX_LINES + 1} lines"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

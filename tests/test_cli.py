@@ -54,11 +54,11 @@ def test_a_group_lists_its_verbs_from_the_registry():
 
 
 def test_repeated_list_option_accumulates(monkeypatch):
-    from tunesmith import cli
+    from tunesmith import registry
 
     seen = {}
-    real = cli._load
-    monkeypatch.setattr(cli, "_load", lambda ref: (lambda cfg: seen.setdefault("cfg", cfg) and 0)
+    real = registry.load
+    monkeypatch.setattr(registry, "load", lambda ref: (lambda cfg: seen.setdefault("cfg", cfg) and 0)
                         if ref.endswith(":chat") else real(ref))
     assert main(["chat", "--adapter", "a1", "--adapter", "a2,a3", "--prompt", "x"]) == 0
     assert seen["cfg"].adapter == ["a1", "a2", "a3"]
@@ -74,7 +74,7 @@ def test_every_default_is_said_once_in_help():
     from tunesmith.cli import _verb_parser
 
     for v in VERBS:
-        for action in _verb_parser(v)._actions:
+        for action in _verb_parser(v)[0]._actions:
             h = (action.help or "").lower()
             # the default is said once: by the description ("default: …" / "unset: …") or by the CLI
             assert h.count("default:") + h.count("unset:") <= 1, (v.name, action.help)

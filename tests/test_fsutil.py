@@ -103,3 +103,39 @@ def test_check_writable_dir(tmp_path):
         check_writable_dir("/proc/x/run")
     check_writable_dir(tmp_path / "a" / "b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # reaped: no process has this pid now
+    return p.pid
+
+
+def test_build_dir_for_removes_only_our_dead_runs_build_folders(tmp_path):
+    from tunesmith.fsutil import build_dir_for
+
+    out = tmp_path / "out"
+    dead, live = _dead_pid(), os.getppid()
+    mine = build_dir_for(out)
+    host = mine.name.rpartition("@")[2]
+    assert mine == tmp_path / f".out.tmp-{os.getpid()}@{host}" and host
+    names = {"stale": f".out.tmp-{dead}@{host}", "live": f".out.tmp-{live}@{host}",
+             "other host": f".out.tmp-{dead}@{host}x", "no host": f".out.tmp-{dead}",
+             "other out": f".out2.tmp-{dead}@{host}", "not a pid": f".out.tmp-x{dead}@{host}",
+             "a file": f".out.tmp-{dead + 1}@{host}"}
+    for what, name in names.items():
+        if what == "a file":
+            (tmp_path / name).write_text("keep")
+            continue
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model-f16.gguf").write_bytes(b"GGUF" + b"\0" * 100)  # a truncated file of a killed run
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f".out.tmp-{dead + 2}@{host}").symlink_to(tmp_path / "elsewhere")  # not ours to follow
+    assert build_dir_for(out) == mine
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["stale"] not in left
+    assert {n for w, n in names.items() if w != "stale"} | {"elsewhere", f".out.tmp-{dead + 2}@{host}"} == left
+    assert build_dir_for(tmp_path / "nowhere" / "out").parent == tmp_path / "nowhere"  # no folder yet: nothing to do

@@ -219,3 +219,29 @@ def save_config(cfg, path: str | Path) -> None:
     import yaml
 
     write_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+def build_dir_for(out: str | Path) -> Path:
+    """The temp folder this process builds ``out`` in before ``publish_dir``: ``.<out>.tmp-<pid>@<host>``
+    beside it (not made here). Build folders that earlier runs left for this same ``out`` are removed
+    first — a SIGKILLed export leaves one behind — but only folders of exactly that name pattern,
+    made on this host, whose process is gone; anything else is not ours and is kept."""
+    import re
+    import socket
+
+    out = Path(out)
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+    prefix = f".{out.name}.tmp-"
+    if out.parent.is_dir():
+        for p in out.parent.iterdir():
+            pid, at, made_on = p.name.removeprefix(prefix).partition("@")
+            if not (p.name.startswith(prefix) and at and made_on == host and pid.isdigit() and 0 < int(pid) < 2**22
+                    and int(pid) != os.getpid() and p.is_dir() and not p.is_symlink()):
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:  # the run that made it is gone: nothing will finish or remove it
+                shutil.rmtree(p, ignore_errors=True)
+            except OSError:  # alive, another user's process
+                pass
+    return out.parent / f"{prefix}{os.getpid()}@{host}"

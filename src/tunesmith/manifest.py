@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .fsutil import write_atomic
+from .home import tunesmith_home
 
 WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -33,8 +34,6 @@ def git_commit() -> str | None:
 
 
 def _hash_cache_path() -> Path:
-    from .models.resolve import tunesmith_home
-
     return tunesmith_home() / "hashes.json"
 
 

@@ -80,7 +80,7 @@ VERBS: list[Verb] = [
          yaml_is_data=True, consumes=("dataset",), produces=("report",)),
     Verb("data convert", "tunesmith.data.commands:convert", "tunesmith.data.commands:ConvertConfig",
          "convert a dataset to alpaca, sharegpt or messages JSONL", positional="paths", consumes=("dataset",),
-         produces=("dataset",), writes=(Output("paths[-1]", "file"),), reads=("paths[:-1]",)),
+         produces=("dataset",), writes=(Output("paths[1]", "file"),), reads=("paths[:1]",)),
     Verb("data stats", "tunesmith.data.commands:stats", "tunesmith.data.commands:StatsConfig",
          "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True,
          consumes=("dataset",), produces=("report",), writes=(Output("out", "file"),), reads=("specs",)),

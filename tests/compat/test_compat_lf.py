@@ -132,16 +132,32 @@ def test_convert_recipe_maps_the_three_kinds(tmp_path, capsys):
                                    "trust_remote_code": True}
 
 
-def test_convert_recipe_out_is_written_once_and_never_over_a_foreign_file(tmp_path, capsys):
+def test_convert_recipe_out_is_written_whole_and_never_over_a_foreign_file(tmp_path, capsys):
     dest = tmp_path / "recipe.yaml"
     code, out, _ = convert(tmp_path, capsys, TRAIN_YAML, "--out", str(dest))
     assert code == 0 and yaml.safe_load(dest.read_text())["train"]["lr"] == 1e-4
-    assert convert(tmp_path, capsys, INFER_YAML, "--out", str(dest))[0] == 0  # its own output: replaced
+    assert out.endswith(f"# written to {dest}\n")
+    code, _, err = convert(tmp_path, capsys, INFER_YAML, "--out", str(dest))  # its own output: only with --overwrite
+    assert code != 0 and "--overwrite" in err and "lr: 0.0001" in dest.read_text()
+    assert convert(tmp_path, capsys, INFER_YAML, "--out", str(dest), "--overwrite")[0] == 0
+    assert "tunesmith chat" in dest.read_text()
     foreign = tmp_path / "mine.yaml"
     foreign.write_text("keep: me\n")
-    code, _, err = convert(tmp_path, capsys, TRAIN_YAML, "--out", str(foreign))
-    assert code == 2 and "mine.yaml" in err and foreign.read_text() == "keep: me\n"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    code, _, err = convert(tmp_path, capsys, TRAIN_YAML, "--out", str(foreign), "--overwrite")
+    assert code != 0 and "mine.yaml" in err and foreign.read_text() == "keep: me\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp file left
+
+
+@pytest.mark.parametrize("out,needle", [("/proc/recipe.yaml", "cannot write"), (".", "is a folder")])
+def test_convert_recipe_refuses_an_unwritable_out_before_any_work(tmp_path, capsys, out, needle):
+    code, stdout, err = convert(tmp_path, capsys, TRAIN_YAML, "--out", out)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and needle in lines[0] and stdout == ""
+    from tunesmith.compat.recipe import ConvertRecipeConfig, convert_recipe
+    from tunesmith.errors import UserError
+
+    with pytest.raises(UserError, match=needle):  # called directly too: --out first, before the YAML is read
+        convert_recipe(ConvertRecipeConfig(path=str(tmp_path / "no-such.yaml"), out=out))
 
 
 def test_defaults_unknown_keys_and_warmup_follow_llamafactory():
@@ -236,3 +252,44 @@ def test_dpo_stage_translates_to_a_preference_objective():
     assert translate({"model_name_or_path": "m", "stage": "dpo", "dataset": "a"}).values["objective"] == "dpo"
     sft = translate({"model_name_or_path": "m", "stage": "sft", "dataset": "a", "pref_beta": 0.2}, "s.yaml")
     assert "pref.beta" not in sft.values and [k for k, _, _ in sft.unmapped] == ["pref_beta"]
+
+
+def test_lf_yaml_without_output_dir_trains_into_a_default_run_folder(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lf_folder(tmp_path)
+    f = lf_train_yaml(tmp_path, tiny_model, dataset="alpaca_demo", max_samples=4)
+    data = yaml.safe_load(f.read_text())
+    del data["output_dir"]
+    f.write_text(yaml.safe_dump(data))
+    assert cli.main(["train", f.name, "progress=false", "device=cpu"]) == 0, capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()  # runs/<yaml name>-<time>, as for a tunesmith recipe
+    assert run.name.startswith("lf_sft-")
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+    assert (run / "adapter_model.safetensors").is_file() and (run / "lf_original.yaml").read_bytes() == f.read_bytes()
+    assert "output_dir" not in yaml.safe_load((run / "lf_translation.yaml").read_text())
+
+
+@pytest.mark.parametrize("keys,packing,unmapped", [
+    ({"packing": True}, True, []),
+    ({"packing": False}, False, []),
+    ({"neat_packing": True}, True, []),
+    ({"neat_packing": True, "packing": False}, True, []),  # neat_packing turns packing on, as in LLaMA-Factory
+    ({"neat_packing": False}, None, []),
+    ({"stage": "dpo", "packing": True}, None, ["packing"]),  # pairs are never packed
+    ({"stage": "pt", "packing": True}, None, []),  # plain text is one stream of cutoff_len blocks anyway
+    ({"stage": "pt", "packing": False}, None, ["packing"]),
+])
+def test_packing_maps_to_train_packing(keys, packing, unmapped):
+    from tunesmith.train.config import TrainConfig
+
+    tr = translate({"model_name_or_path": "m", "dataset": "a", **keys}, "p.yaml")
+    assert tr.values.get("train.packing") == packing and [k for k, _, _ in tr.unmapped] == unmapped
+    cfg = validate(TrainConfig, tr.recipe())  # the translation is a recipe tunesmith accepts
+    assert cfg.train.packing == packing
+
+
+def test_neat_packing_outside_sft_is_refused_as_llamafactory_does():
+    from tunesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match='neat_packing: true: neat packing is for stage: sft only'):
+        translate({"model_name_or_path": "m", "dataset": "a", "stage": "dpo", "neat_packing": True}, "p.yaml")

@@ -2,7 +2,8 @@
 dataset of each kind tunesmith must read, or must name as unsupported, never misread.
 
 ``build_lf_folder(root)`` writes ``root/data`` and returns it; ``VERDICTS`` is what
-``tunesmith data check`` must say of each dataset."""
+``tunesmith data check`` must say of each dataset; ``HUB_ONLY`` are the entries with no local
+file (hub URLs only), which a check of the whole folder names in one note."""
 from __future__ import annotations
 
 import json
@@ -63,6 +64,9 @@ INFO = {
     "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
     "wiki_demo": {"file_name": "wiki_demo.txt", "columns": {"prompt": "text"}},
     "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en", "ms_hub_url": "llamafactory/alpaca_en"},
+    "deepctrl": {"ms_hub_url": "deepctrl/deepctrl-sft-data"},
+    "alpaca_om": {"om_hub_url": "HaM/alpaca_en"},
+    "scripted": {"script_url": "scripts/scripted", "columns": {"prompt": "text"}},
     "identity": {"file_name": "identity.json"},
     "lost": {"file_name": "lost.json"},
 }
@@ -70,7 +74,8 @@ INFO = {
 VERDICTS = {"alpaca_en_demo": "ok, warnings", "glaive_toolcall_en_demo": "ok", "dpo_en_demo": "ok",
             "kto_en_demo": "unsupported", "kto_unmapped": "unsupported", "mllm_demo": "unsupported",
             "mllm_unmapped": "unsupported", "v1_sft_demo": "ok", "c4_demo": "ok", "wiki_demo": "ok",
-            "alpaca_en": "unsupported", "identity": "ok, warnings", "lost": "failed"}
+            "identity": "ok, warnings", "lost": "failed"}
+HUB_ONLY = {"alpaca_en": "hf_hub_url", "deepctrl": "ms_hub_url", "alpaca_om": "om_hub_url", "scripted": "script_url"}
 
 
 def build_lf_folder(root: Path) -> Path:

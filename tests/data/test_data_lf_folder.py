@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from lf_folder import DUPLICATES, VERDICTS, build_lf_folder
+from lf_folder import DUPLICATES, HUB_ONLY, INFO, VERDICTS, build_lf_folder
 
 from tunesmith.cli import main
 from tunesmith.data import DataConfig, DatasetConfig, build_sft_data, load_conversations, load_dataset
@@ -37,6 +37,9 @@ def table_rows(out: str) -> dict[str, list[str]]:
 def test_check_whole_folder_reports_every_dataset(lf, capsys):
     assert main(["data", "check", "data"]) == 1  # some are unsupported
     out = capsys.readouterr().out
+    assert out.splitlines()[0] == ("note: data: skipped 4 hub-only datasets (alpaca_en: hf_hub_url, deepctrl: "
+                                   "ms_hub_url, alpaca_om: om_hub_url, …), not readable offline (download one next "
+                                   "to dataset_info.json and set its file_name to check it)")
     rows = table_rows(out)
     assert {name: cells[-1] for name, cells in rows.items()} == VERDICTS
     assert rows["c4_demo"][1:6] == ["text", "6", "6", "0", "0"]
@@ -48,12 +51,69 @@ def test_check_whole_folder_reports_every_dataset(lf, capsys):
     assert "data/kto_en_demo.json:1: KTO data (label) is not supported" in said["kto_unmapped"]
     assert "multimodal data (images) is not supported: tunesmith trains text only" in said["mllm_demo"]
     assert "data/mllm_demo.json:1: multimodal data (images)" in said["mllm_unmapped"]
-    assert "hub-only dataset (hf_hub_url: llamafactory/alpaca_en)" in said["alpaca_en"]
-    assert "set file_name" in said["alpaca_en"] and "lost.json not found" in said["lost"]
+    assert "lost.json not found" in said["lost"] and not set(HUB_ONLY) & set(said)
     assert "data/alpaca_en_demo.json:6: row: warning: duplicate of row 2" in out
     assert "data/identity.json:1: output: warning: {{name}}/{{author}} placeholder left unfilled" in out
     assert "--identity_data" in out
-    assert out.splitlines()[-1].startswith("data check: 0 problems, 4 warnings, 0 bad rows; 6 of 13 datasets failed")
+    assert out.splitlines()[-1].startswith("data check: 0 problems, 4 warnings, 0 bad rows; 5 of 12 datasets failed")
+
+
+def test_hub_only_entries_do_not_fail_a_folder_whose_local_data_is_fine(lf, capsys):
+    good = ("alpaca_en_demo", "glaive_toolcall_en_demo", "dpo_en_demo", "c4_demo", "wiki_demo")
+    (lf / "dataset_info.json").write_text(json.dumps({k: v for k, v in INFO.items() if k in good or k in HUB_ONLY}))
+    assert main(["data", "check", "data"]) == 0
+    out = capsys.readouterr().out
+    assert set(table_rows(out)) == set(good) and out.startswith("note: data: skipped 4 hub-only datasets (")
+    assert out.splitlines()[-1] == f"data check: all 22 rows in 5 datasets are ok, {DUPLICATES} warnings"
+
+
+@pytest.mark.parametrize("spec", ["data:alpaca_en", "data:identity,deepctrl"])
+def test_a_hub_only_dataset_named_explicitly_is_one_line(lf, capsys, smol_tok, spec):
+    name = spec.rpartition(",")[2].removeprefix("data:")
+    assert main(["data", "check", spec]) == 1
+    got = capsys.readouterr()
+    want = f"error: dataset '{name}' in data/dataset_info.json: hub-only dataset ({HUB_ONLY[name]}: "
+    assert got.out == "" and got.err.startswith(want) and got.err.count("\n") == 1 and "set file_name" in got.err
+    with pytest.raises(Unsupported) as e:  # training stops with the same line
+        build_sft_data(DataConfig(datasets=[DatasetConfig(dataset_info="data", name=name)]), smol_tok)
+    assert f"error: {e.value}\n" == got.err
+
+
+def test_a_folder_of_hub_only_entries_names_nothing_to_check(lf, capsys):
+    (lf / "dataset_info.json").write_text(json.dumps({k: INFO[k] for k in HUB_ONLY}))
+    assert main(["data", "check", "data"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data: every dataset of its dataset_info.json is hub-only (")
+
+
+def _lf_yaml(**keys) -> str:
+    cfg = {"model_name_or_path": "m", "stage": "sft", "do_train": True, "dataset": "identity,alpaca_en_demo",
+           "dataset_dir": "data", "template": "llama3", "cutoff_len": 64, "max_samples": 3, **keys}
+    with open("lf.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    return "lf.yaml"
+
+
+def test_check_reads_a_llamafactory_train_yaml(lf, capsys):
+    assert main(["data", "check", _lf_yaml()]) == 0  # a bare .yaml is data to check, as a recipe is
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert list(rows) == ["identity", "alpaca_en_demo"] and rows["identity"][-1] == "ok, warnings"
+    assert main(["data", "check", _lf_yaml(dataset="identity,lost")]) == 1
+    out = capsys.readouterr().out
+    assert table_rows(out)["lost"][-1] == "failed" and "lost.json not found" in out
+
+
+@pytest.mark.parametrize("keys,needle", [
+    ({"dataset_dir": "nowhere"}, "lf.yaml: dataset_dir: nowhere not found (resolved from the current folder"),
+    ({"dataset": "identity,alpaca_en"}, "dataset 'alpaca_en' in data/dataset_info.json: hub-only dataset"),
+    ({"dataset": 5}, "lf.yaml: dataset: 5: must be a comma-separated list of names"),
+    ({"max_samples": 0}, "lf.yaml: dataset: \"identity,alpaca_en_demo\": max_samples must be a whole number above 0"),
+])
+def test_a_llamafactory_yaml_that_names_nothing_readable_is_one_line(lf, capsys, keys, needle):
+    assert main(["data", "check", _lf_yaml(**keys)]) != 0
+    got = capsys.readouterr()
+    assert got.out == "" and got.err.count("\n") == 1 and needle in got.err, got.err
 
 
 def test_tools_preference_and_v1_parts_are_read(lf):

@@ -106,7 +106,6 @@ def test_mapped_column_no_row_has_names_column_and_dataset(lf_dir, monkeypatch, 
 
 
 @pytest.mark.parametrize("entry,words,verdict", [
-    ({"hf_hub_url": "someone/data"}, "hub-only dataset (hf_hub_url: someone/data)", "unsupported"),
     ({"file_name": "identity.json", "columns": {"images": "images"}}, "multimodal data (images) is not supported",
      "unsupported"),
     ({"file_name": "identity.json", "formatting": "webdataset"}, "formatting 'webdataset'", "failed"),

@@ -1,6 +1,7 @@
 """``export merge``: merged logits match the unmerged model, chains follow manifests, and
 every refusal is one line that leaves nothing on disk."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -235,6 +236,22 @@ def test_out_must_be_new_unless_overwrite(work, tiny_model, adapter_a, capsys):
     assert "use it as --model" in error_line(capsys)
     assert run("--model", tiny_model, "--adapter", adapter_a, "--out", work / "nope", "--shard_size", "big") == 2
     assert "shard_size" in error_line(capsys)
+
+
+def test_a_rerun_removes_the_build_folder_a_killed_run_left(tmp_path, tiny_model, adapter_a):
+    """A SIGKILLed merge leaves ``.<out>.tmp-<pid>@<host>`` (half a model); the rerun for the same
+    out removes it once its process is gone, and keeps one whose process still runs."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "m"
+    host = M.build_dir_for(out).name.rpartition("@")[2]
+    stale, running = tmp_path / f".m.tmp-{gone.pid}@{host}", tmp_path / f".m.tmp-{os.getppid()}@{host}"
+    for d in (stale, running):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"\0" * 1000)  # cut off by the kill
+    assert run("--model", tiny_model, "--adapter", adapter_a, "--out", out) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "m"])
+    assert read_manifest(out)["kind"] == "merge"
 
 
 @pytest.mark.slow

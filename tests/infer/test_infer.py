@@ -68,6 +68,12 @@ def test_read_requests_errors(tmp_path):
     f.write_text('{"prompt": "a"}\n{bad json\n')
     with pytest.raises(UserError, match=r":2: not valid JSON"):
         read_requests(f)
+    f.write_text('{"messages": [{"role": "user", "content": "a"}, null]}\n')
+    with pytest.raises(UserError, match=r":1: messages\[1\]: needs a role and a string content, got null"):
+        read_requests(f)
+    f.write_text('{"messages": [{"role": "user", "content": null}]}\n')
+    with pytest.raises(UserError, match=r':1: messages\[0\]: .*got \{"role": "user", "content": null\}'):
+        read_requests(f)
 
 
 def test_torn_tail_is_cut(tmp_path):

@@ -92,7 +92,7 @@ def test_identity_job_end_to_end_is_reproducible(tiny_model, tmp_path, monkeypat
 
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     args = ["identity", f"model={tiny_model}", "name=Mira", "author=Tunesmith Lab", "replay.prompts=6",
-            "replay.max_new_tokens=12", "eval_max_new_tokens=8", "train.max_steps=3", "train.batch_size=4",
+            "replay.max_new_tokens=12", "eval_identity.max_new_tokens=8", "train.max_steps=3", "train.batch_size=4",
             "progress=false", "languages=en"]
     assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 0
     assert main(args + [f"output_dir={tmp_path / 'b'}"]) == 0
@@ -126,7 +126,7 @@ def test_identity_job_trains_on_two_processes(tiny_model, tmp_path, monkeypatch)
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     run = tmp_path / "run"
     assert main(["identity", f"model={tiny_model}", "name=Mira", "author=Lab", "--nproc", "2", "replay.enabled=false",
-                 "train.max_steps=2", "train.batch_size=2", "eval_max_new_tokens=2", "languages=en", "progress=false",
+                 "train.max_steps=2", "train.batch_size=2", "eval_identity.max_new_tokens=2", "languages=en", "progress=false",
                  "device=cpu", f"output_dir={run}"]) == 0
     assert (run / "adapter_model.safetensors").is_file() and (run / "adapter_config.json").is_file()
     m = json.loads((run / "manifest.json").read_text())
@@ -135,7 +135,7 @@ def test_identity_job_trains_on_two_processes(tiny_model, tmp_path, monkeypatch)
     assert (run / "eval" / "report.json").is_file() and m["eval"]["tuned"]
 
 
-def test_identity_replay_answers_are_used_upsample_times(embedded_dir, tmp_path, monkeypatch):
+def test_identity_replay_answers_are_used_upsample_times(embedded_dir, tmp_path, monkeypatch, capsys):
     """The verb's measured default (replay.upsample 2) reaches training: the replay dataset's rows
     are used twice, and replay.samples overrides it. The embedded model, since the tiny random
     model ends no sentence and all its replay answers would be dropped."""
@@ -146,9 +146,64 @@ def test_identity_replay_answers_are_used_upsample_times(embedded_dir, tmp_path,
             "replay.max_new_tokens=16", "train.max_steps=1", "train.batch_size=2", "eval=false", "languages=en",
             "progress=false", "device=cpu"]
     assert main(args + [f"output_dir={tmp_path / 'a'}"]) == 0
+    # eval=false: the last line says what was written, and points to no report
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"{tmp_path / 'a'} (adapter and training logs; eval false: no report written)" in last
+    assert not (tmp_path / "a" / "eval").exists()
     assert main(args + ["replay.samples=5", f"output_dir={tmp_path / 'b'}"]) == 0
     ma, mb = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
     replay_a, replay_b = (next(d for d in m["datasets"] if d["name"] == "replay") for m in (ma, mb))
     assert replay_a["rows"] == ma["replay"]["kept"] >= 1
     assert replay_a["rows_used"] == 2 * replay_a["rows"]
     assert replay_b["rows_used"] == 5
+
+
+def test_identity_help_shows_the_defaults_the_run_uses(capsys):
+    """The job's loop settings are the train verb's, with the identity defaults in the schema:
+    --help, validation and the run agree (lr 1e-3, 2 epochs, batch 8, warmup 0.05, cutoff 512)."""
+    from tunesmith.cli import main
+    from tunesmith.config import build_config
+    from tunesmith.jobs.identity import IdentityJobConfig
+    from tunesmith.train.config import LoopSettings
+
+    with pytest.raises(SystemExit):
+        main(["identity", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    options = {seg.split(" ", 1)[0]: seg for seg in text.split(" --")}  # "train.lr": "train.lr V peak … (default: …)"
+    for option, default in [("train.lr", "0.001"), ("train.epochs", "2.0"), ("train.batch_size", "8"),
+                            ("train.warmup", "0.05"), ("data.cutoff_len", "512"), ("lora.r", "16")]:
+        assert options[option].endswith(f"(default: {default})"), options[option]
+    for swift in ("--model_name NAME_ZH NAME_EN", "--model_author AUTHOR_ZH AUTHOR_EN", "--self_cognition_sample N"):
+        assert f"ms-swift: {swift}" in text
+    cfg = build_config(IdentityJobConfig, [], {"train.seed": "7"})
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.batch_size, cfg.data.cutoff_len) == (1e-3, 2, 8, 512)
+    assert cfg.train.seed == 7 and cfg.train.weight_decay == LoopSettings().weight_decay  # the rest: train's
+
+
+def test_identity_composes_the_verbs_sections_and_reads_old_spellings(tmp_path):
+    """A field of the train verb's data/loop sections or of eval identity is a field of the job;
+    the old spellings (cutoff_len, extra_data, eval_max_new_tokens) still read, as the new ones."""
+    from tunesmith.config import build_config, leaf_fields
+    from tunesmith.errors import ConfigError
+    from tunesmith.eval.identity import EvalIdentityConfig
+    from tunesmith.jobs.identity import IdentityJobConfig
+    from tunesmith.train.config import TrainConfig
+
+    job = leaf_fields(IdentityJobConfig)
+    train = leaf_fields(TrainConfig)
+    for key in ("data.mask_history", "data.template", "data.val_size", "train.gradient_checkpointing",
+                "train.grad_accum", "lora.use_dora", "nproc"):
+        assert key in job and job[key].description == train[key].description, key
+    assert job["eval_identity.batch_size"].default == EvalIdentityConfig.model_fields["batch_size"].default
+    old = tmp_path / "old.yaml"
+    old.write_text("name: Mira\nauthor: Lab\ncutoff_len: 256\neval_max_new_tokens: 8\n"
+                   "extra_data: [{path: mine.jsonl, samples: 3}]\n")
+    cfg = build_config(IdentityJobConfig, [str(old)])
+    assert cfg.data.cutoff_len == 256 and cfg.eval_identity.max_new_tokens == 8
+    assert [(d.path, d.samples) for d in cfg.data.datasets] == [("mine.jsonl", 3)]
+    assert (cfg.cutoff_len, cfg.extra_data, cfg.eval_max_new_tokens) == (None, None, None)
+    again = build_config(IdentityJobConfig, [], {"cutoff_len": "256", "data.cutoff_len": "256"})
+    assert again.data.cutoff_len == 256  # the same value twice is no conflict
+    with pytest.raises(ConfigError, match="^config: cutoff_len: the old spelling of data.cutoff_len, which is set "
+                                          "too: set data.cutoff_len only$"):
+        build_config(IdentityJobConfig, [], {"cutoff_len": "256", "data.cutoff_len": "128"})

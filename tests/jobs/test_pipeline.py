@@ -1,6 +1,7 @@
 """Stacked stages: train → merge → train on the merge → merge, with lineage and resume."""
 import json
 
+import pytest
 import yaml
 
 from tunesmith.cli import main
@@ -45,8 +46,9 @@ def test_pipeline_chains_stages_and_records_lineage(tiny_model, tmp_path, capsys
 
 def test_pipeline_typo_in_a_later_stage_fails_before_training(tiny_model, tmp_path, capsys):
     recipe = tmp_path / "p.yaml"
+    (tmp_path / "x.jsonl").write_text(json.dumps({"instruction": "hi", "output": "yo"}) + "\n")
     recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "output_dir": str(tmp_path / "p"), "stages": [
-        {"name": "one", "train": {"data": {"datasets": [{"path": "x.jsonl"}]}}},
+        {"name": "one", "train": {"data": {"datasets": [{"path": str(tmp_path / "x.jsonl")}]}}},
         {"name": "two", "merge": {"dtyp": "fp32"}},
     ]}))
     assert main(["pipeline", str(recipe)]) == 2
@@ -55,16 +57,18 @@ def test_pipeline_typo_in_a_later_stage_fails_before_training(tiny_model, tmp_pa
     assert not (tmp_path / "p").exists()
 
 
-# A toy verb, registered here: the pipeline runs it as a stage with no edit to the pipeline.
+# Toy verbs, registered here: the pipeline runs them as stages with no edit to the pipeline.
 from pydantic import Field  # noqa: E402
 
 from tunesmith.config import Section  # noqa: E402
+from tunesmith.outputs import Output  # noqa: E402
 
 
 class ToyConfig(Section):
     model: str = Field(..., description="the model it is given")
     output_dir: str = Field(..., description="its folder")
     word: str = Field(..., description="what it writes")
+    source: str | None = Field(None, description="a file it reads")
 
 
 def toy(cfg: ToyConfig) -> int:
@@ -72,19 +76,30 @@ def toy(cfg: ToyConfig) -> int:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True)
-    (out / "seen.json").write_text(json.dumps({"model": cfg.model, "word": cfg.word}))
+    seen = {"model": cfg.model, "word": cfg.word}
+    if cfg.source:
+        seen.update(source=cfg.source, read=Path(cfg.source.split(":")[0]).read_text())  # FILE or FILE:KIND
+    (out / "seen.json").write_text(json.dumps(seen))
+    (out / "data.jsonl").write_text(json.dumps({"word": cfg.word}) + "\n")
     return 0
 
 
-def test_a_registered_toy_verb_is_a_stage_kind(tmp_path, monkeypatch, capsys):
+def _register_toys(monkeypatch):
     from tunesmith import registry
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(registry, "VERBS", list(registry.VERBS))  # the registration ends with the test
+    monkeypatch.setattr(registry, "VERBS", list(registry.VERBS))  # the registrations end with the test
+    out = (Output("output_dir", "dir"),)
     registry.register(registry.Verb("toy", f"{__name__}:toy", f"{__name__}:ToyConfig", "a toy",
-                                    consumes=("model",), produces=("merged",), output_field="output_dir"))
+                                    consumes=("model",), produces=("merged",), writes=out))
+    registry.register(registry.Verb("toy data", f"{__name__}:toy", f"{__name__}:ToyConfig", "a toy that makes rows",
+                                    consumes=("model",), produces=("dataset",), writes=out, reads=("source",)))
     registry.register(registry.Verb("toy look", f"{__name__}:toy", f"{__name__}:ToyConfig", "a toy that looks",
-                                    consumes=("model",), produces=("report",), output_field="output_dir"))
+                                    consumes=("model",), produces=("report",), writes=out, reads=("source",)))
+
+
+def test_a_registered_toy_verb_is_a_stage_kind(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _register_toys(monkeypatch)
     recipe = tmp_path / "p.yaml"
     recipe.write_text(yaml.safe_dump({"model": "base-model", "output_dir": str(tmp_path / "p"), "stages": [
         {"stage": "make", "job": "toy", "word": "one"},
@@ -109,42 +124,114 @@ def test_a_registered_toy_verb_is_a_stage_kind(tmp_path, monkeypatch, capsys):
     assert "job 'nope' is not a verb (choose from" in capsys.readouterr().err
 
 
-def test_every_shipped_pipeline_recipe_validates_and_hands_off_to_earlier_stages():
-    """Each recipes/*.yaml with stages: every stage's config is valid for its verb, and every path
-    into the recipe's own output_dir names a data.jsonl written by an earlier stage that produces a
-    dataset (a renumbered or renamed stage would otherwise fail only hours into a run)."""
+def test_a_later_stage_reads_an_earlier_stages_output_by_reference(tmp_path, monkeypatch):
+    """``$rows.dataset`` is the data.jsonl of the stage labelled rows, wherever output_dir is and
+    whatever its number; a suffix after the reference (``FILE:KIND``) is kept."""
+    monkeypatch.chdir(tmp_path)
+    _register_toys(monkeypatch)
+    for out in ("p", "elsewhere/q"):
+        recipe = tmp_path / "p.yaml"
+        recipe.write_text(yaml.safe_dump({"model": "base", "output_dir": out, "stages": [
+            {"stage": "first", "job": "toy_data", "word": "zero"},
+            {"stage": "rows", "job": "toy_data", "word": "one"},
+            {"stage": "look", "job": "toy_look", "word": "two", "source": "$rows.dataset"},
+            {"stage": "kind", "job": "toy_look", "word": "three", "source": "$first.dataset:label"},
+        ]}))
+        assert main(["pipeline", str(recipe)]) == 0
+        seen = json.loads((tmp_path / out / "3-look" / "seen.json").read_text())
+        assert seen["source"] == f"{out}/2-rows/data.jsonl" and json.loads(seen["read"]) == {"word": "one"}
+        seen = json.loads((tmp_path / out / "4-kind" / "seen.json").read_text())
+        assert seen["source"] == f"{out}/1-first/data.jsonl:label" and json.loads(seen["read"]) == {"word": "zero"}
+
+
+def test_a_missing_input_in_stage_3_fails_before_stage_1_writes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _register_toys(monkeypatch)
+    recipe = tmp_path / "p.yaml"
+    stages = [{"stage": "rows", "job": "toy_data", "word": "one"},
+              {"stage": "look", "job": "toy_look", "word": "two", "source": "$rows.dataset"},
+              {"stage": "late", "job": "toy_look", "word": "three", "source": "data/missing.jsonl"}]
+    recipe.write_text(yaml.safe_dump({"model": "m", "output_dir": "p", "stages": stages}))
+    assert main(["pipeline", str(recipe)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: stage 3 'late': source: data/missing.jsonl not found (resolved from the current folder "
+                   f"{tmp_path}), and no earlier stage writes it")
+    assert not (tmp_path / "p").exists()
+    # a stage's probes file too, and an old-style path into a stage that runs later
+    stages[2] = {"stage": "late", "job": "toy_look", "word": "three", "probes": "probes.jsonl"}
+    recipe.write_text(yaml.safe_dump({"model": "m", "output_dir": "p", "stages": stages}))
+    assert main(["pipeline", str(recipe)]) == 1
+    assert "stage 3 'late': probes: probes.jsonl not found" in capsys.readouterr().err
+    stages[1]["source"] = "p/3-late/data.jsonl"
+    stages[2] = {"stage": "late", "job": "toy_data", "word": "three"}
+    recipe.write_text(yaml.safe_dump({"model": "m", "output_dir": "p", "stages": stages}))
+    assert main(["pipeline", str(recipe)]) == 1
+    assert "stage 2 'look': source: p/3-late/data.jsonl not found" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("source, message", [
+    ("$nope.dataset", "stage 2 'look': source: $nope.dataset: no stage is named 'nope' (earlier stages: rows)"),
+    ("$later.dataset", "stage 2 'look': source: $later.dataset: stage 3 'later' runs after this one: a stage can "
+                       "only use what an earlier stage produced"),
+    ("$look.dataset", "stage 2 'look': source: $look.dataset: stage 2 'look' is this stage itself"),
+    ("$rows.adapter", "stage 2 'look': source: $rows.adapter: stage 1 'rows' (toy data) produces dataset, "
+                      "not adapter"),
+    ("$rows.data", "stage 2 'look': source: $rows.data: 'data' is not an output: write $STAGE.OUTPUT, OUTPUT one "
+                   "of adapter, merged, dataset, gguf, report"),
+])
+def test_a_bad_reference_is_one_line_at_load_time(tmp_path, monkeypatch, capsys, source, message):
+    monkeypatch.chdir(tmp_path)
+    _register_toys(monkeypatch)
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "m", "output_dir": "p", "stages": [
+        {"stage": "rows", "job": "toy_data", "word": "one"},
+        {"stage": "look", "job": "toy_look", "word": "two", "source": source},
+        {"stage": "later", "job": "toy_data", "word": "three"}]}))
+    assert main(["pipeline", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "p").exists()
+
+
+def _strings(x):
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _strings(v)
+
+
+def test_every_shipped_pipeline_recipe_validates_and_hands_off_to_earlier_stages(monkeypatch):
+    """Each recipes/*.yaml with stages: every stage's config is valid for its verb, every input
+    file exists or is an earlier stage's output, no stage names another stage's folder (a renumbered
+    stage or another output_dir would otherwise fail hours into a run): hand-offs are references,
+    and each resolves to the data.jsonl of an earlier stage that produces a dataset."""
     from pathlib import Path
 
-    from tunesmith.config import build_config, validate
-    from tunesmith.jobs.pipeline import PipelineConfig, _body
-    from tunesmith.registry import by_job
+    from tunesmith.config import build_config
+    from tunesmith.jobs.pipeline import PipelineConfig, plan
 
-    def strings(x):
-        if isinstance(x, str):
-            yield x
-        elif isinstance(x, dict):
-            for v in x.values():
-                yield from strings(v)
-        elif isinstance(x, list):
-            for v in x:
-                yield from strings(v)
-
-    recipes = [p for p in sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
-               if "stages" in yaml.safe_load(p.read_text())]
-    assert {"multiply-cot.yaml", "intent-routing.yaml"} <= {p.name for p in recipes}
+    repo = Path(__file__).parents[2]
+    monkeypatch.chdir(repo)  # recipes name recipes/data/… from the checkout's root
+    recipes = [p for p in sorted((repo / "recipes").glob("*.yaml")) if "stages" in yaml.safe_load(p.read_text())]
+    assert {"multiply-cot.yaml", "intent-routing.yaml", "reasoning-distill.yaml"} <= {p.name for p in recipes}
+    refs = 0
     for path in recipes:
         cfg = build_config(PipelineConfig, [str(path)])
+        written = yaml.safe_load(path.read_text())["stages"]
+        assert not [s for st in written for s in _strings(st) if "runs/" in s], f"{path.name}: a stage folder path"
         root = cfg.output_dir.rstrip("/")
-        made = {}  # folder → the verb that writes a dataset there
-        for i, st in enumerate(cfg.stages):
-            verb = by_job(st.job)
-            folder = f"{root}/{i + 1}-{st.name}"
-            validate(verb.load_schema(), _body(verb, st, Path(folder), cfg.model, ("m", "a")), f" ({path.name})")
-            for s in strings(st.config):
-                if s.startswith(root + "/") and not s.startswith(folder):
+        for p in plan(cfg, Path(root)):
+            raw = list(_strings(written[p.index]))
+            for s in _strings(p.stage.config):
+                if s.startswith(root + "/"):
+                    refs += 1
                     src = s[len(root) + 1:].split("/")[0]
-                    assert f"{root}/{src}" in made, f"{path.name} stage {st.name}: {s} is no earlier stage's data"
-                    if "answers" not in s:
-                        assert s == f"{root}/{src}/data.jsonl", f"{path.name}: {s}"
-            if "dataset" in verb.produces:
-                made[folder] = verb.name
+                    n = int(src.split("-")[0])
+                    assert n <= p.index and s.startswith(f"{root}/{src}/data.jsonl"), f"{path.name}: {s}"
+                    assert any(r.startswith("$") for r in raw), f"{path.name}: {s} is not written as a reference"
+    assert refs >= 8

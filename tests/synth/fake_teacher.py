@@ -55,6 +55,10 @@ FAULTS = {
     "empty-choices": ("application/json", b'{"choices": [], "usage": {"total_tokens": 3}}'),
     "empty-content": ("application/json", b'{"choices": [{"message": {"role": "assistant", "content": ""}, '
                                           b'"finish_reason": "stop"}], "usage": {"total_tokens": 4}}'),
+    # cut off at max_tokens before any answer: content null is then well-formed (vLLM with a reasoning parser)
+    "empty-cut": ("application/json", b'{"choices": [{"message": {"role": "assistant", "content": null, '
+                                      b'"reasoning_content": "so far"}, "finish_reason": "length"}], '
+                                      b'"usage": {"total_tokens": 5}}'),
 }
 
 

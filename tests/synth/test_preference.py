@@ -57,7 +57,7 @@ def test_two_answer_files_make_pairs_and_skip_equal_answers(tmp_path, capsys):
     foreign.write_text("keep me\n")
     r = subprocess.run(CLI + ["synth", "preference", "--chosen", good, "--rejected", bad, "--out", str(foreign)],
                        capture_output=True, text=True)
-    assert r.returncode != 0 and "was not written by synth preference" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "was not written by tunesmith" in r.stderr and "Traceback" not in r.stderr
     assert foreign.read_text() == "keep me\n"
 
 

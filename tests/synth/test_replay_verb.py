@@ -50,7 +50,7 @@ def test_rows_are_the_kept_answers_once_and_a_rerun_hits_the_cache(embedded_dir,
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cache.iterdir()}
 
     # Same model, prompts and length: nothing is generated again; its own earlier output is replaced.
-    out.write_text("")
+    out.unlink()
     assert main(["synth", "replay", f"model={embedded_dir}", f"out={out}", *SMALL]) == 0
     assert "all 3 rows already answered" in capsys.readouterr().out
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cache.iterdir()} == before
@@ -95,7 +95,7 @@ def test_user_mistakes_are_one_line_and_write_nothing(embedded_dir, tmp_path, mo
     foreign = tmp_path / "mine.jsonl"
     foreign.write_text("keep me\n")
     for args, code, needle in (([f"out={a_file}/r.jsonl"], 1, "is a file, not a folder"),
-                               ([f"out={foreign}"], 1, "was not written by synth replay"),
+                               ([f"out={foreign}"], 1, "was not written by tunesmith"),
                                ([f"out={tmp_path / 'r.jsonl'}", "prompts=0"], 2, "prompts"),
                                ([f"out={tmp_path / 'r.jsonl'}", "languages=fr"], 2, "languages.0")):
         assert main(["synth", "replay", f"model={embedded_dir}", *SMALL, *args]) == code, args

@@ -121,7 +121,10 @@ def test_questions_parse_back_and_others_do_not():
 
 def test_verb_writes_rows_and_manifest_then_checks_them(tmp_path, capsys):
     out = tmp_path / "mul.jsonl"
-    assert task(TaskConfig(task="multiply", digits=[2, 2], n=40, out=str(out), lang="mix", seed=3)) == 0
+    from tunesmith.cli import main
+
+    assert main(["synth", "task", "multiply", "--digits", "2,2", "--n", "40", "--out", str(out), "--lang", "mix",
+                 "--seed", "3"]) == 0
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 40 and {r["input"] for r in rows} == {""}
     assert {parse_question("multiply", r["instruction"])[2] for r in rows} == {"zh", "en"}
@@ -136,11 +139,13 @@ def test_verb_writes_rows_and_manifest_then_checks_them(tmp_path, capsys):
     assert f"{bad}:6: line " in printed and "39/40 rows pass" in printed
     assert make_rows(TaskConfig(task="multiply", digits=[2, 2], n=40, out="x.jsonl", lang="mix", seed=3)) == \
         [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    # its own output is rewritten; a file tunesmith did not write is refused and left as it was
-    assert task(TaskConfig(task="multiply", digits=[2, 2], n=10, out=str(out), lang="en")) == 0
+    # its own output is rewritten with --overwrite; a file tunesmith did not write is refused and left as it was
+    again = ["synth", "task", "multiply", "--digits", "2,2", "--n", "10", "--lang", "en", "--out"]
+    assert main(again + [str(out)]) == 1 and "pass --overwrite" in capsys.readouterr().err
+    assert main(again + [str(out), "--overwrite"]) == 0
     assert len(out.read_text().splitlines()) == 10
-    with pytest.raises(UserError, match="was not written by synth task"):
-        task(TaskConfig(task="multiply", digits=[2, 2], n=10, out=str(bad), lang="en"))
+    assert main(again + [str(bad), "--overwrite"]) == 1
+    assert "bad.jsonl was not written by tunesmith" in capsys.readouterr().err
     assert len(bad.read_text().splitlines()) == 40
 
 

@@ -172,7 +172,8 @@ def test_nothing_answered_says_so(tmp_path, teacher, capsys):
                    f"'<html><body>502 Bad Gateway</body></html>'); the reasons are in {tmp_path}/o.errors.jsonl; "
                    "rerun the same command to retry them"]
     assert len(teacher.requests) == 3                              # max_retries 0: asked once each
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.errors.jsonl", "p.jsonl"]   # no journal, no data
+    assert (tmp_path / "o.errors.jsonl").is_file()
+    assert not any((tmp_path / n).exists() for n in ("o.jsonl", "o.distill.journal.jsonl", "o.manifest.json"))
 
 
 def test_a_broken_body_once_is_retried_and_every_attempt_is_counted(tmp_path, teacher, capsys):
@@ -189,7 +190,7 @@ def test_a_broken_body_once_is_retried_and_every_attempt_is_counted(tmp_path, te
 
 
 def test_a_replys_tokens_are_its_own_usage(tmp_path, teacher, capsys):
-    prompts = ["p0", "p1", "empty-content", "p3", "empty-choices"]
+    prompts = ["p0", "p1", "empty-content", "p3", "empty-cut", "empty-choices"]
     teacher.bad = lambda msgs, attempt: msgs[-1]["content"] if msgs[-1]["content"].startswith("empty-") else None
     teacher.usage = lambda msgs: 20 + int(msgs[-1]["content"][1:])
     argv = ["synth", "distill", "--prompts", str(prompts_file(tmp_path / "p.jsonl", prompts)),
@@ -197,12 +198,13 @@ def test_a_replys_tokens_are_its_own_usage(tmp_path, teacher, capsys):
     code, err = cli(argv, capsys)
     assert code == 0, err                          # an empty but well-formed reply is an answer, dropped and counted
     journal = {r["key"]: r for r in jsonl(tmp_path / "out" / "distill.journal.jsonl")}
-    own = {"p0": 20, "p1": 21, "empty-content": 4, "p3": 23, "empty-choices": 3}   # 3 and 4: the FAULTS bodies' usage
+    own = {"p0": 20, "p1": 21, "empty-content": 4, "p3": 23, "empty-cut": 5, "empty-choices": 3}  # FAULTS' usage
     assert {p: journal[item_key([{"role": "user", "content": p}], KEY_CFG)]["tokens"] for p in prompts} == own
     assert journal[item_key([{"role": "user", "content": "empty-choices"}], KEY_CFG)]["finish_reason"] == "empty"
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert man["tokens_this_run"] == sum(own.values()) and man["dropped_empty"] == 2 and man["rows"] == 3
-    assert len(teacher.requests) == 5              # not retried: nothing was wrong with them
+    assert man["tokens_this_run"] == sum(own.values()) and man["rows"] == 3
+    assert man["dropped_empty"] == 2 and man["dropped_truncated"] == 1
+    assert len(teacher.requests) == 6              # not retried: nothing was wrong with them
     assert [r["messages"][-1]["content"] for r in jsonl(tmp_path / "out" / "data.jsonl")] == \
         [default_answer([{"role": "user", "content": p}]) for p in ("p0", "p1", "p3")]
 

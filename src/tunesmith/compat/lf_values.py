@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from ..data.registry import lf_datasets, lf_names
+from ..data.registry import lf_datasets
+from ..data.registry import lf_names as names  # comma lists: "q_proj,v_proj" or a YAML list
 
 
 class Skip(Exception):
@@ -25,11 +26,6 @@ def text(v):
     if not isinstance(v, str) or not v.strip():
         raise ValueError("must be a non-empty string")
     return v.strip()
-
-
-def names(v) -> list[str]:
-    """LLaMA-Factory's comma lists ("q_proj,v_proj"); a YAML list is accepted too."""
-    return lf_names(v)
 
 
 def boolean(v):

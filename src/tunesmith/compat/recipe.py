@@ -1,38 +1,26 @@
-"""``tunesmith convert-recipe``: a LLaMA-Factory YAML → a tunesmith recipe (printed, or written with
---out); and the key table of docs/llamafactory.md, made from the translation tables."""
+"""``tunesmith convert-recipe``: a LLaMA-Factory YAML → a tunesmith recipe (printed, and written with
+--out); and the key table of docs/llamafactory.md, made from the translation tables. Whether --out
+may be replaced is the one output policy's call (``tunesmith.outputs``, through the registry)."""
 from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Section, validate
+from ..config import Replaceable, validate
 from ..errors import ConfigError
 from ..fsutil import check_writable_file, write_atomic
-from .lf import CHAT, COMMON, HEADER, MERGE, SCHEMA_OF, TRAIN, translate_file
+from .lf import CHAT, COMMON, MERGE, SCHEMA_OF, TRAIN, translate_file
 
 
-class ConvertRecipeConfig(Section):
+class ConvertRecipeConfig(Replaceable):
     path: str = Field(..., description="LLaMA-Factory YAML (train, merge or inference) to translate")
     out: str | None = Field(None, description="also write the tunesmith recipe to this file")
 
 
-def _written_by_us(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(HEADER.encode())) == HEADER.encode()
-    except OSError:
-        return False
-
-
 def convert_recipe(cfg: ConvertRecipeConfig) -> int:
-    out = None
-    if cfg.out:  # before any reading: an --out that cannot (or must not) be written costs nothing
-        out = check_writable_file(cfg.out, "out")
-        if out.exists() and not _written_by_us(out):
-            raise ConfigError(f"{cfg.out} exists and was not written by tunesmith convert-recipe: choose another --out")
+    out = check_writable_file(cfg.out, "out") if cfg.out else None  # before any reading: costs nothing
     tr = translate_file(cfg.path)
     if tr is None:
         raise ConfigError(f"{cfg.path}: no LLaMA-Factory key (model_name_or_path, stage, dataset …): "

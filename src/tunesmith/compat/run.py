@@ -1,8 +1,10 @@
 """Running a translated LLaMA-Factory YAML: show the translation, run the verb, keep both YAMLs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..fsutil import default_run_dir, write_atomic
 from .lf import Translation
 
@@ -12,6 +14,12 @@ def run_translated(tr: Translation, cfg, target) -> int:
     YAML (``lf_translation.yaml``, ``lf_original.yaml``) in a training run's folder. ``target`` is
     the verb (``registry.Verb``: run through ``registry.invoke``, so the output policy applies) or
     a function of the config. An unset run folder is ``runs/<yaml name>-<time>``."""
+    if tr.kind == "train":  # said in the YAML's own words (the data loader would name data.datasets[0])
+        folders = {d["dataset_info"] for d in tr.values.get("data.datasets", [])}
+        for ds in cfg.data.datasets:
+            if ds.dataset_info in folders and not Path(ds.dataset_info).expanduser().is_dir():
+                raise ConfigError(f"{tr.source}: dataset_dir: {ds.dataset_info} not found (resolved from the current "
+                                  f"folder {os.getcwd()})")
     print(tr.render() + "---", flush=True)
     recipe = Path(tr.source).stem
     if tr.kind == "train" and cfg.output_dir is None:  # named now, so the YAMLs can go there

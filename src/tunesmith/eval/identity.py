@@ -17,7 +17,8 @@ from ..config import AdaptedModelSection, Replaceable
 from ..fsutil import write_atomic
 from ..infer import Engine, GenParams
 from ..manifest import model_hash
-from ..models import resolve_model, tunesmith_home
+from ..home import tunesmith_home
+from ..models import resolve_model
 from ..data.names import LANGS, IdentityNames, Lang
 from . import metrics
 

@@ -11,7 +11,6 @@ renamed into place only when complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -21,7 +20,8 @@ from pydantic import Field, field_validator
 
 from ..config import AdaptedModelSection, Device
 from ..errors import UserError
-from ..fsutil import check_out_dir, fix_modes, publish_dir, save_config, write_atomic
+from ..home import tunesmith_home
+from ..fsutil import build_dir_for, check_out_dir, fix_modes, publish_dir, save_config, write_atomic
 from ..manifest import env_info, now, write_manifest
 from . import llama_tools as lt
 
@@ -59,7 +59,7 @@ class GgufConfig(AdaptedModelSection):
 
 def export_gguf(cfg: GgufConfig) -> int:
     from ..models.load import base_of, check_adapter
-    from ..models.resolve import resolve_model, tunesmith_home
+    from ..models.resolve import resolve_model
 
     t0, started = time.time(), now()
     out = Path(cfg.out).expanduser().resolve()
@@ -75,7 +75,7 @@ def export_gguf(cfg: GgufConfig) -> int:
     _check_architecture(model_dir, tools)
     name = cfg.name or out.name
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = build_dir_for(out)  # and a killed earlier run's build folder for this out is removed
     shutil.rmtree(tmp, ignore_errors=True)
     made = [p for p in out.parents if not p.exists()]  # removed again when the export fails
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import re
 import shutil
 import sys
@@ -23,7 +22,7 @@ from pydantic import Field, field_validator
 from ..config import AdaptedModelSection, Device, Dtype
 from ..fsutil import save_config
 from ..errors import UserError
-from ..fsutil import check_out_dir, fix_modes, publish_dir
+from ..fsutil import build_dir_for, check_out_dir, fix_modes, publish_dir
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 from ..models.load import DTYPES, apply_adapter, base_of, check_adapter, pick_device, pick_dtype
 from ..models.resolve import resolve_model
@@ -107,7 +106,7 @@ def merge(cfg: MergeConfig) -> int:
     device = pick_device(cfg.device)
     dtype = pick_dtype(dtype_name, device)
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = build_dir_for(out)  # and a killed earlier run's build folder for this out is removed
     shutil.rmtree(tmp, ignore_errors=True)
     made = [p for p in out.parents if not p.exists()]  # removed again if the merge fails
     try:

@@ -43,8 +43,10 @@ def read_rows(path: str | Path, system: str | None = None) -> list[tuple[int, st
             raise UserError(f"{path}:{n}: expected an object with 'messages' or 'prompt'")
         if isinstance(row.get("messages"), list) and row["messages"]:
             msgs = row["messages"]
-            if not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in msgs):
-                raise UserError(f"{path}:{n}: messages: each needs a role and a string content")
+            for i, m in enumerate(msgs):
+                if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                    raise UserError(f"{path}:{n}: messages[{i}]: needs a role and a string content, got "
+                                    f"{json.dumps(m, ensure_ascii=False)[:80]}")
         elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
             msgs = [{"role": "user", "content": row["prompt"]}]
         else:

@@ -14,7 +14,8 @@ from copy import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..config import ModelSection, Section
 from ..fsutil import save_config, write_atomic
@@ -67,7 +68,7 @@ class IdentityDataSettings(DataConfig):
 
     datasets: list[DatasetConfig] = _like(DataConfig, "datasets", description=(
         "your own general data to mix in, placeholders {{NAME}}/{{AUTHOR}} filled (the job adds the identity "
-        "and replay rows)"))
+        "and replay rows); " + DataConfig.model_fields["datasets"].description))
     cutoff_len: int = _like(DataConfig, "cutoff_len", default=512, description="tokens per row (identity and replay "
                             "rows are short); longer rows are cut from the end")
     seed: int | None = Field(None, description="seed for sampling, the validation split and the shuffle (default: "
@@ -75,13 +76,14 @@ class IdentityDataSettings(DataConfig):
 
 
 # The eval identity verb's settings, less what the job fills in (the model, adapter, names,
-# languages, folder and the model section): a field added to that verb appears here too.
-_JOB_FILLS = {"model", "adapter", "base", "names", "name", "author", "languages", "out", "dtype", "device",
-              "trust_remote_code"}
+# languages, folder; the model section and output policy its base classes bring): a field
+# added to that verb appears here too.
+_JOB_FILLS = {"base", "names", "name", "author", "languages", "out"}
+_INHERITED = {k for base in EvalIdentityConfig.__mro__[1:] for k in getattr(base, "model_fields", {})}
 IdentityEvalSettings = create_model(
     "IdentityEvalSettings", __base__=Section, __doc__="`tunesmith eval identity`'s settings for the job's evaluation",
     **{k: (f.annotation, _like(EvalIdentityConfig, k)) for k, f in EvalIdentityConfig.model_fields.items()
-       if k not in _JOB_FILLS})
+       if k not in _JOB_FILLS | _INHERITED})
 
 # Of the shipped identity rows, this share is trained on (150 of 207): fewer identity rows leak less.
 SHIPPED_IDENTITY_SHARE = 150 / 207
@@ -144,12 +146,18 @@ class IdentityJobConfig(ModelSection):
             current = data.get(section) if data.get(section) is not None else {}
             if isinstance(current, BaseModel):
                 current = current.model_dump(exclude_unset=True)
-            if not isinstance(current, dict):
-                continue  # the section itself is malformed: its own error names it
-            if current.get(key) not in (None, value):
-                raise ValueError(f"{old} and {new} are both set: {old} is the old spelling of {new}; set {new} only")
-            data = {**data, old: None, section: {**current, key: value}}
-        return data
+            if isinstance(current, dict) and current.get(key) in (None, value):
+                data = {**data, old: None, section: {**current, key: value}}
+        return data  # an old spelling left set disagrees with the new one: _both_set names it
+
+    @field_validator(*OLD_SPELLINGS, mode="after")
+    @classmethod
+    def _both_set(cls, value, info):
+        if value is not None:
+            new = OLD_SPELLINGS[info.field_name]
+            raise PydanticCustomError("old_spelling", "the old spelling of {new}, which is set too: set {new} only",
+                                      {"new": new})
+        return value
 
     def identity(self) -> IdentityNames:
         return self.names.with_shortcuts(self.name, self.author, "identity")
@@ -159,14 +167,17 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _fill_extra(i: int, ds: DatasetConfig, names: IdentityNames, dest: Path) -> DatasetConfig:
-    """A user dataset with placeholders filled, written as messages JSONL."""
-    _write_jsonl(dest, filled_rows(ds, names, f"extra_data[{i}]"))
-    return DatasetConfig(path=str(dest), format="messages", samples=ds.samples, ratio=ds.ratio, name=ds.label())
+def _read_extra(cfg: IdentityJobConfig, names: IdentityNames) -> list[list[dict]]:
+    """Your own datasets (data.datasets) as messages rows, placeholders filled; a dataset given
+    only ``name:`` is looked up in data.dataset_dir, as in `tunesmith train`. Raises UserError."""
+    from ..data.load import resolve
+
+    return [filled_rows(resolve(ds, cfg.data.dataset_dir, f"data.datasets[{i}]"), names, f"data.datasets[{i}]")
+            for i, ds in enumerate(cfg.data.datasets)]
 
 
 def identity(cfg: IdentityJobConfig) -> int:
-    from ..eval.identity import EvalIdentityConfig, print_table, report_markdown, run_eval
+    from ..eval.identity import print_table, report_markdown, run_eval
     from ..models import load_tokenizer, resolve_model
     from ..models.template import supports_thinking
     from ..train import train
@@ -177,9 +188,10 @@ def identity(cfg: IdentityJobConfig) -> int:
 
     check_writable_dir(cfg.output_dir or "runs", "output_dir")
     thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
-    # Either fails on a missing value or a bad row before any work.
+    # Each fails on a missing file or value or a bad row before any work.
     rows = (user_identity_messages(cfg.identity_data, names) if cfg.identity_data
             else identity_messages(names, cfg.languages, thinking))
+    extra = _read_extra(cfg, names)
     run = Path(cfg.output_dir or default_run_dir("identity"))
     if (read_manifest(run) or {}).get("status") == "done" and (run / "eval" / "report.json").is_file():
         raise UserError(f"{run} already holds a finished identity run: choose another output_dir")
@@ -202,12 +214,15 @@ def identity(cfg: IdentityJobConfig) -> int:
                                           samples=cfg.replay.samples or cfg.replay.upsample * len(rrows)))
         else:
             print("replay: no usable answer from the base model (none ended a sentence); training without replay")
-    datasets += [_fill_extra(i, ds, names, data_dir / f"extra-{i}.jsonl") for i, ds in enumerate(cfg.extra_data)]
-
+    for i, (ds, filled) in enumerate(zip(cfg.data.datasets, extra)):
+        _write_jsonl(data_dir / f"extra-{i}.jsonl", filled)
+        datasets.append(DatasetConfig(path=str(data_dir / f"extra-{i}.jsonl"), format="messages", samples=ds.samples,
+                                      ratio=ds.ratio, name=ds.label()))
+    data = DataConfig.model_validate({**cfg.data.model_dump(exclude={"datasets", "seed"}), "datasets": datasets,
+                                      "seed": cfg.train.seed if cfg.data.seed is None else cfg.data.seed})
     train_cfg = TrainConfig(model=cfg.model, dtype=cfg.dtype, device=cfg.device,
                             trust_remote_code=cfg.trust_remote_code, method="lora", lora=cfg.lora, train=cfg.train,
-                            data=DataConfig(datasets=datasets, cutoff_len=cfg.cutoff_len, seed=cfg.train.seed),
-                            output_dir=str(run), resume=cfg.resume, nproc=cfg.nproc, progress=cfg.progress)
+                            data=data, output_dir=str(run), resume=cfg.resume, nproc=cfg.nproc, progress=cfg.progress)
     used = f"{samples} sampled from {len(rows)}" if samples else str(len(rows))
     replay_used = next((d.samples for d in datasets if d.name == "replay"), None)
     print(f"train: LoRA r={cfg.lora.r} on {used} identity rows"
@@ -224,10 +239,7 @@ def identity(cfg: IdentityJobConfig) -> int:
     scores = None
     if cfg.eval:
         print("eval: base vs tuned on held-out probes …")
-        rep = run_eval(EvalIdentityConfig(model=cfg.model, adapter=[str(run)], names=names, languages=cfg.languages,
-                                          out=str(run / "eval"), max_new_tokens=cfg.eval_max_new_tokens,
-                                          dtype=cfg.dtype, device=cfg.device,
-                                          trust_remote_code=cfg.trust_remote_code))
+        rep = run_eval(_eval_config(cfg, model=cfg.model, adapter=[str(run)], names=names, out=str(run / "eval")))
         print_table(rep)
         scores = {"base": rep["base"]["scores"], "tuned": rep["tuned"]["scores"]}
         write_atomic(run / "eval" / "report.md", report_markdown(rep))
@@ -236,19 +248,24 @@ def identity(cfg: IdentityJobConfig) -> int:
              timings_s={"synth_replay": round(t_train - t0, 1), "train": round(t_eval - t_train, 1),
                         "eval": round(time.time() - t_eval, 1), "total": round(time.time() - t0, 1)})
     write_manifest(run, m)
-    print(f"done in {time.time() - t0:.0f}s: {run} (report: {run / 'eval' / 'report.md'})")
+    wrote = f"report: {run / 'eval' / 'report.md'}" if cfg.eval else "adapter and training logs; eval false: no report written"
+    print(f"done in {time.time() - t0:.0f}s: {run} ({wrote})")
     return 0
+
+
+def _eval_config(cfg: IdentityJobConfig, **filled):
+    """The eval identity verb's config: the job's eval_identity settings plus what the job fills."""
+    return EvalIdentityConfig(**cfg.eval_identity.model_dump(), languages=cfg.languages, dtype=cfg.dtype,
+                              device=cfg.device, trust_remote_code=cfg.trust_remote_code, **filled)
 
 
 def final_check(cfg: IdentityJobConfig, model: str, base: str, out: Path) -> dict:
     """The pipeline's check on its final model: does the identity this stage taught survive the
     later stages? (The registry names this function for the identity verb.)"""
-    from ..eval.identity import EvalIdentityConfig, print_table, run_eval
+    from ..eval.identity import print_table, run_eval
 
     if not cfg.eval:
         return {}
-    rep = run_eval(EvalIdentityConfig(model=model, base=base, names=cfg.identity(), languages=cfg.languages,
-                                      out=str(out), max_new_tokens=cfg.eval_max_new_tokens, dtype=cfg.dtype,
-                                      device=cfg.device, trust_remote_code=cfg.trust_remote_code))
+    rep = run_eval(_eval_config(cfg, model=model, base=base, names=cfg.identity(), out=str(out)))
     print_table(rep)
     return rep["tuned"]["scores"]

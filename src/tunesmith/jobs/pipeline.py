@@ -10,8 +10,12 @@ explicit. Each stage is ``{job: NAME, …that verb's config…}`` for any verb o
   model that adapter was trained on;
 - a stage that produces an ``adapter`` is remembered for the next merge; one that produces a
   ``merged`` model makes it the current model;
-- the stage's folder (``<n>-<name>`` under ``output_dir``) goes into the verb's output field.
+- the stage's folder (``<n>-<name>`` under ``output_dir``) goes into the verb's output field;
+- a later stage names what an earlier one produced as ``$STAGE.OUTPUT`` (``path:
+  $distill.dataset``), never by its folder: see ``jobs/handoff.py``. References and every
+  stage's input files are checked before stage 1 runs.
 
+Each stage runs through ``registry.invoke``, as the CLI runs a verb (the output policy with it).
 The top-level manifest records the lineage. Finished stages are skipped on a rerun, so a
 killed pipeline resumes. ``{name, train: {...}}`` (the older form) still reads as
 ``{stage: name, job: train, ...}``.
@@ -28,7 +32,8 @@ from ..config import DEFAULT_MODEL, Section, validate
 from ..errors import UserError
 from ..fsutil import default_run_dir, write_atomic
 from ..manifest import now, read_manifest, write_manifest
-from ..registry import Verb, by_job
+from ..registry import Verb, by_job, invoke
+from .handoff import Planned, check_inputs, resolve_stage
 
 OLD_FORMS = ("train", "identity", "merge")
 
@@ -110,41 +115,52 @@ def _needs_adapter(verb: Verb) -> bool:
     return "adapter" in verb.consumes and info is not None and info.is_required()
 
 
-def pipeline(cfg: PipelineConfig) -> int:
-    from ..fsutil import check_writable_dir
+def plan(cfg: PipelineConfig, root: Path) -> list[Planned]:
+    """Every stage as it will run, checked before any runs (so a typo in stage 3 costs no
+    training time): its verb, its references to earlier stages, its config, its input files."""
+    from ..registry import VERBS
 
-    root = Path(cfg.output_dir or default_run_dir("pipeline"))
-    check_writable_dir(root, "output_dir")
-    # Validate every stage before running any, so a typo in stage 3 costs no training time.
-    plan, pending = [], None
+    labels = [st.name for st in cfg.stages]
+    planned: list[Planned] = []
+    pending = None
     for i, st in enumerate(cfg.stages):
-        folder = root / f"{i + 1}-{st.name}"
-        where = f" (stage {i + 1} '{st.name}')"
         verb = by_job(st.job)
         if verb is None or verb.name == "pipeline":
-            from ..registry import VERBS
-
             jobs = ", ".join(v.job for v in VERBS if v.name != "pipeline")
             raise UserError(f"stage {i + 1} '{st.name}': job '{st.job}' is not a verb (choose from {jobs})")
         if _needs_adapter(verb) and pending is None:
             raise UserError(f"stage {i + 1} '{st.name}': {verb.name} needs a stage before it that produces an "
                             "adapter (train, identity)")
-        validate(verb.load_schema(), _body(verb, st, folder, cfg.model, pending), where)
+        st = resolve_stage(st, i, labels, planned)
+        p = Planned(i, st, verb, root / f"{i + 1}-{st.name}")
+        p.cfg = validate(verb.load_schema(), _body(verb, st, p.folder, cfg.model, pending), f" ({p.where})")
+        check_inputs(p, planned)
         if "adapter" in verb.produces:
-            pending = (cfg.model, str(folder))
+            pending = (cfg.model, str(p.folder))
         if "merged" in verb.produces:
             pending = None
-        plan.append((st, verb, folder))
+        planned.append(p)
+    return planned
+
+
+def pipeline(cfg: PipelineConfig) -> int:
+    from ..fsutil import check_writable_dir
+
+    root = Path(cfg.output_dir or default_run_dir("pipeline"))
+    check_writable_dir(root, "output_dir")
+    stages = plan(cfg, root)
 
     current, pending = cfg.model, None  # pending: (the model it trained on, the adapter folder) until merged
     lineage, probes = [], []
     t0 = time.time()
-    for st, verb, folder in plan:
+    for p in stages:
+        st, verb, folder = p.stage, p.verb, p.folder
         print(f"== stage {folder.name} ({verb.name}) on {current}")
         body = _body(verb, st, folder, current, pending)
         model_in = body.get("model", current)
         if not _done(folder):
-            code = verb.load_target()(validate(verb.load_schema(), body))
+            # overwrite: a rerun of the pipeline's own unfinished stage (what tunesmith did not write stays refused)
+            code = invoke(verb, validate(verb.load_schema(), body, f" ({p.where})"), overwrite=folder.exists())
             if code:
                 return code
         if "adapter" in verb.produces:
@@ -160,15 +176,16 @@ def pipeline(cfg: PipelineConfig) -> int:
                         "metrics": m.get("metrics"), "eval": m.get("eval"), "verification": m.get("verification")})
     # The skills of every stage should survive into the final model: probe it with each probe set,
     # and run each stage's own final check (the identity eval) on it.
-    final = [_probe(st, current, [], root, f"final-{st.name}") for st, _, _ in plan if st.probes]
+    final = [_probe(p.stage, current, [], root, f"final-{p.stage.name}") for p in stages if p.stage.probes]
     checks = {}
     if current != cfg.model:
-        for st, verb, folder in plan:
-            if verb.final_check:
+        for p in stages:
+            if p.verb.final_check:
                 from ..registry import load
 
-                stage_cfg = validate(verb.load_schema(), _body(verb, st, folder, cfg.model, None))
-                checks[st.name] = load(verb.final_check)(stage_cfg, current, cfg.model, root / f"final-{st.name}")
+                stage_cfg = validate(p.verb.load_schema(), _body(p.verb, p.stage, p.folder, cfg.model, None))
+                checks[p.stage.name] = load(p.verb.final_check)(stage_cfg, current, cfg.model,
+                                                                root / f"final-{p.stage.name}")
     write_manifest(root, {"kind": "pipeline", "status": "done", "finished": now(), "base_model": cfg.model,
                           "final_model": str(Path(current).resolve()), "stages": lineage,
                           "probes": probes, "final_probes": final, "final_checks": checks,

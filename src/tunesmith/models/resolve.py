@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import sha256_file
+from ..home import tunesmith_home
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,6 @@ ALIASES: dict[str, Embedded] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
-
-
-def tunesmith_home() -> Path:
-    """Cache root: ``$TUNESMITH_HOME`` or ``~/.cache/tunesmith``."""
-    env = os.environ.get("TUNESMITH_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tunesmith"
 
 
 def embedded_gguf(alias: str) -> Path:
