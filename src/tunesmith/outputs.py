@@ -19,7 +19,6 @@ leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
 import os
@@ -191,7 +190,25 @@ def _check_existing(p: Path, shown: str, kind: str, label: str, verb: str, resum
 
 # ------------------------------------------------------------------------- markers, on write
 
-_active: contextvars.ContextVar[list[Claim] | None] = contextvars.ContextVar("tunesmith_claims", default=None)
+class _Claims:
+    """The claims in force: process-wide rather than per context, since writers run in worker
+    threads (a journal's writer, a save in an executor) that a context variable would not reach."""
+
+    def __init__(self):
+        self.stack: list[Claim] | None = None
+
+    def get(self) -> list[Claim] | None:
+        return self.stack
+
+    def set(self, claims: list[Claim] | None) -> list[Claim] | None:
+        old, self.stack = self.stack, claims
+        return old
+
+    def reset(self, old: list[Claim] | None) -> None:
+        self.stack = old
+
+
+_active = _Claims()
 
 
 def _stamp_folder(folder: Path, verb: str) -> None:

@@ -207,3 +207,30 @@ def test_identity_composes_the_verbs_sections_and_reads_old_spellings(tmp_path):
     with pytest.raises(ConfigError, match="^config: cutoff_len: the old spelling of data.cutoff_len, which is set "
                                           "too: set data.cutoff_len only$"):
         build_config(IdentityJobConfig, [], {"cutoff_len": "256", "data.cutoff_len": "128"})
+
+
+def test_identity_mixes_in_the_users_data_datasets(tiny_model, tmp_path, monkeypatch):
+    """data.datasets (the train verb's section; once extra_data) is the user's own data: placeholders
+    filled, a name-only dataset looked up in data.dataset_dir, each source in the training mix."""
+    from tunesmith.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    (tmp_path / "lf").mkdir()
+    (tmp_path / "lf" / "dataset_info.json").write_text(json.dumps({"greet": {"file_name": "greet.json"}}))
+    (tmp_path / "lf" / "greet.json").write_text(json.dumps([{"instruction": "hello", "output": "hi from {{NAME}}"}]))
+    (tmp_path / "mine.jsonl").write_text(json.dumps({"instruction": "who made you?", "output": "{{AUTHOR}}"}) + "\n")
+    recipe = tmp_path / "id.yaml"
+    recipe.write_text("data:\n  dataset_dir: lf\n  datasets: [{path: mine.jsonl, samples: 3}, {name: greet}]\n"
+                      "  cutoff_len: 64\n")
+    assert main(["identity", str(recipe), f"model={tiny_model}", "name=Mira", "author=Lab", "replay.enabled=false",
+                 "eval=false", "train.max_steps=1", "progress=false", "languages=en", "output_dir=run"]) == 0
+    rows = [json.loads((tmp_path / "run" / "data" / f"extra-{i}.jsonl").read_text()) for i in (0, 1)]
+    assert rows[0]["messages"][1]["content"] == "Lab" and rows[1]["messages"][1]["content"] == "hi from Mira"
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [(d["name"], d["rows_used"]) for d in m["datasets"][1:]] == [("mine", 3), ("greet", 1)]
+    from tunesmith.config import build_config
+    from tunesmith.jobs.identity import IdentityJobConfig
+
+    saved = build_config(IdentityJobConfig, [str(tmp_path / "run" / "identity.yaml")])  # reads back as it ran
+    assert saved.data.cutoff_len == 64 and [d.label() for d in saved.data.datasets] == ["mine", "greet"]
