@@ -106,9 +106,10 @@ def test_unparseable_last_line_after_ours_is_cut(tmp_path):
     assert out.read_text() == '{"id": "1", "response": "a"}\n'
 
 
-def test_room_for_answer_is_the_one_context_check():
-    from tunesmith.infer.context import ContextExceeded, room_for_answer
+def test_room_for_answer_is_the_one_context_check(engine):
+    from tunesmith.infer.context import ContextExceeded, model_context, room_for_answer
 
+    assert model_context(engine.model) == 2048 and model_context(engine.model, 100) == 100  # serve's max_model_len
     assert room_for_answer(100, 2048, 256) == 1948
     assert room_for_answer(100, None, 10**9) is None  # unknown context: nothing to check
     with pytest.raises(ContextExceeded, match="prompt is 1,900 tokens; with max_new_tokens 256 it exceeds the "

@@ -126,7 +126,8 @@ def test_identity_job_trains_on_two_processes(tiny_model, tmp_path, monkeypatch)
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     run = tmp_path / "run"
     assert main(["identity", f"model={tiny_model}", "name=Mira", "author=Lab", "--nproc", "2", "replay.enabled=false",
-                 "train.max_steps=2", "train.batch_size=2", "eval_identity.max_new_tokens=2", "languages=en", "progress=false",
+                 "train.max_steps=2", "train.batch_size=2", "eval_identity.max_new_tokens=2", "languages=en",
+                 "progress=false",
                  "device=cpu", f"output_dir={run}"]) == 0
     assert (run / "adapter_model.safetensors").is_file() and (run / "adapter_config.json").is_file()
     m = json.loads((run / "manifest.json").read_text())
@@ -169,7 +170,7 @@ def test_identity_help_shows_the_defaults_the_run_uses(capsys):
     with pytest.raises(SystemExit):
         main(["identity", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    options = {seg.split(" ", 1)[0]: seg for seg in text.split(" --")}  # "train.lr": "train.lr V peak … (default: …)"
+    options = {seg.split(" ", 1)[0]: seg for seg in text.split(" --")}  # train.lr → "train.lr V … (default: …)"
     for option, default in [("train.lr", "0.001"), ("train.epochs", "2.0"), ("train.batch_size", "8"),
                             ("train.warmup", "0.05"), ("data.cutoff_len", "512"), ("lora.r", "16")]:
         assert options[option].endswith(f"(default: {default})"), options[option]

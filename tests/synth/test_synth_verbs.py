@@ -172,9 +172,13 @@ def test_recipe_first_stage_runs_on_tunesmith_serve(recipe, tmp_path, served, mo
     folder = tmp_path / "run" / f"1-{first['stage']}"
     man = json.loads((folder / "manifest.json").read_text())
     assert man["status"] == "done" and (folder / "data.jsonl").is_file()
-    # The train stage of the recipe reads exactly the file this stage wrote (under its output_dir).
-    train = next(s for s in raw["stages"] if s["job"] == "train")
-    assert train["data"]["datasets"][0]["path"] == f"{raw['output_dir']}/1-{first['stage']}/data.jsonl"
+    # The train stage of the recipe reads exactly the file this stage wrote: its reference
+    # ($<stage>.dataset) resolves to it under any output_dir.
+    from tunesmith.jobs.pipeline import plan
+
+    whole = build_config(PipelineConfig, [str(ROOT / "recipes" / recipe)], {"output_dir": str(tmp_path / "run")})
+    train = next(p for p in plan(whole, tmp_path / "run") if p.verb.name == "train")
+    assert train.stage.config["data"]["datasets"][0]["path"] == str(folder / "data.jsonl")
 
 
 def test_bad_template_and_k_are_one_line_errors(tmp_path):

@@ -248,7 +248,8 @@ def identity(cfg: IdentityJobConfig) -> int:
              timings_s={"synth_replay": round(t_train - t0, 1), "train": round(t_eval - t_train, 1),
                         "eval": round(time.time() - t_eval, 1), "total": round(time.time() - t0, 1)})
     write_manifest(run, m)
-    wrote = f"report: {run / 'eval' / 'report.md'}" if cfg.eval else "adapter and training logs; eval false: no report written"
+    wrote = (f"report: {run / 'eval' / 'report.md'}" if cfg.eval
+             else "adapter and training logs; eval false: no report written")
     print(f"done in {time.time() - t0:.0f}s: {run} ({wrote})")
     return 0
 
