@@ -169,15 +169,24 @@ def invoke(verb: Verb, cfg, recipe: str | None = None, overwrite: bool = False) 
     is checked by the one output policy before the verb touches a model or a teacher, and what
     it writes is recorded as tunesmith's (``tunesmith.outputs``). ``overwrite``: the caller
     owns the outputs (a pipeline rerunning its own unfinished stage)."""
-    from .fsutil import default_run_dir
     from .outputs import claimed, plan
 
     field = verb.output_field
     if field and getattr(cfg, field, None) is None and (recipe or verb.run_name):
-        setattr(cfg, field, default_run_dir(recipe or verb.run_name.format(**dict(cfg))))
+        setattr(cfg, field, run_folder(verb, cfg, recipe))
     claims = plan(verb.name, verb.writes, verb.reads, cfg, overwrite or bool(getattr(cfg, "overwrite", False)))
     with claimed(claims):
         return int(verb.load_target()(cfg) or 0)
+
+
+def run_folder(verb: Verb | str, cfg, recipe: str | None = None) -> str:
+    """The one place a run folder is named: ``runs/<recipe's name>-<time>``, else
+    ``runs/<the verb's run_name>-<time>`` (train: its objective, ``runs/sft-…``)."""
+    from .fsutil import default_run_dir
+
+    v = by_name(verb) if isinstance(verb, str) else verb
+    name = recipe or (v.run_name.format(**dict(cfg)) if v and v.run_name else (v.job if v else "run"))
+    return default_run_dir(name)
 
 
 def by_name(name: str) -> Verb | None:

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fsutil import default_run_dir, write_atomic
+from ..fsutil import write_atomic
 from .lf import Translation
 
 
@@ -23,7 +23,9 @@ def run_translated(tr: Translation, cfg, target) -> int:
     print(tr.render() + "---", flush=True)
     recipe = Path(tr.source).stem
     if tr.kind == "train" and cfg.output_dir is None:  # named now, so the YAMLs can go there
-        cfg = cfg.model_copy(update={"output_dir": default_run_dir(recipe)})
+        from ..registry import run_folder
+
+        cfg = cfg.model_copy(update={"output_dir": run_folder("train", cfg, recipe)})
 
     def run() -> int:
         if callable(target):

@@ -146,7 +146,7 @@ class IdentityJobConfig(ModelSection):
             current = data.get(section) if data.get(section) is not None else {}
             if isinstance(current, BaseModel):
                 current = current.model_dump(exclude_unset=True)
-            if isinstance(current, dict) and current.get(key) in (None, value):
+            if isinstance(current, dict) and current.get(key) in (None, [], value):
                 data = {**data, old: None, section: {**current, key: value}}
         return data  # an old spelling left set disagrees with the new one: _both_set names it
 

@@ -39,7 +39,8 @@ OLD_FORMS = ("train", "identity", "merge")
 
 
 class Stage(Section):
-    stage: str = Field(..., description="stage label (its folder is <n>-<stage>; default: the job)")
+    stage: str = Field(..., description="stage label: its folder is <n>-<stage>, and later stages name what it "
+                                        "produced as $<stage>.dataset, .adapter, .merged … (default: the job)")
     job: str = Field(..., description="a verb of the registry: train, identity, export_merge (or merge), …")
     probes: str | None = Field(None, description="JSONL of {prompt, expect}: task accuracy after this stage and "
                                                  "on the final model")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..fsutil import save_config
 from .config import TrainConfig
-from ..fsutil import default_run_dir
 from .prepare import check_run_dir, prepare_data
 
 # NVLink multicast can take a shared host's GPUs out of service: keep it off in every launch.
@@ -29,7 +28,7 @@ def _free_port() -> int:
 
 def launch(cfg: TrainConfig) -> int:
     prepare_data(cfg)
-    out = cfg.output_dir or default_run_dir(cfg.objective)
+    out = cfg.output_dir  # named by train() before it launches
     check_run_dir(Path(out), cfg.resume)
     resolved = cfg.model_copy(update={"output_dir": out})
     with tempfile.TemporaryDirectory(prefix="tunesmith-launch-") as tmp:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fsutil import default_run_dir, fix_modes, save_config, save_into
+from ..fsutil import fix_modes, save_config, save_into
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 # Named imports, not ``from . import x``: this module must not depend on the package
 # (train/__init__.py imports it to run a recipe).
@@ -80,7 +80,9 @@ def setup(cfg: TrainConfig) -> Run:
         raise UserError("qlora needs a CUDA GPU with bitsandbytes; use method: lora on CPU")
     accelerator = Accelerator(cpu=device == "cpu")
     model_dir, tok, objective, (train_rows, val_rows, report) = prepare_data(cfg)
-    run_dir = Path(cfg.output_dir or default_run_dir(objective.name))
+    from ..registry import run_folder
+
+    run_dir = Path(cfg.output_dir or run_folder("train", cfg))
     resume_from = check_run_dir(run_dir, cfg.resume)
     loop = cfg.train
     world = accelerator.num_processes
