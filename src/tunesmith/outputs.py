@@ -38,11 +38,14 @@ class Output:
     """An output a verb writes: ``field`` is a config field (``out``, ``output_dir``, ``data.x``,
     or ``paths[-1]`` for the last word of a list); ``kind`` is ``file``, ``dir`` or ``auto`` (a
     ``.jsonl``/``.json`` name is a file, anything else a folder); ``resumes``: a rerun into the
-    verb's own earlier output continues it, so it needs no ``--overwrite``."""
+    verb's own earlier output continues it, so it needs no ``--overwrite``; ``holds_inputs``: the
+    verb writes no file that could be an input, so an input inside its folder is fine (a training
+    run folder holding the data the identity job made for it)."""
 
     field: str
     kind: str = "auto"
     resumes: bool = False
+    holds_inputs: bool = False  # a folder that may hold its own inputs (a run folder with its data/)
 
 
 @dataclass
@@ -170,7 +173,7 @@ def plan(verb: str, outputs: tuple[Output, ...], inputs: tuple[str, ...], cfg: A
                     raise UserError(f"{label} {value} is the input {shown}: choose another {label}")
                 if i.is_dir() and i in real.parents:
                     raise UserError(f"{label} {value} is inside the input folder {shown}: choose another {label}")
-                if kind == "dir" and real in i.parents:
+                if kind == "dir" and real in i.parents and not out.holds_inputs:
                     raise UserError(f"{label} {value} holds the input {shown}: choose another {label}")
             _check_existing(p, value, kind, label, verb, out.resumes, overwrite)
             claims.append(Claim(p, value, kind, verb, label))

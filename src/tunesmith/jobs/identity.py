@@ -184,7 +184,8 @@ def identity(cfg: IdentityJobConfig) -> int:
 
     t0 = time.time()
     names = cfg.identity()
-    from ..fsutil import check_writable_dir, default_run_dir  # an unwritable output_dir: refused before any load
+    from ..fsutil import check_writable_dir  # an unwritable output_dir: refused before any load
+    from ..registry import run_folder
 
     check_writable_dir(cfg.output_dir or "runs", "output_dir")
     thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
@@ -192,7 +193,7 @@ def identity(cfg: IdentityJobConfig) -> int:
     rows = (user_identity_messages(cfg.identity_data, names) if cfg.identity_data
             else identity_messages(names, cfg.languages, thinking))
     extra = _read_extra(cfg, names)
-    run = Path(cfg.output_dir or default_run_dir("identity"))
+    run = Path(cfg.output_dir or run_folder("identity", cfg))
     if (read_manifest(run) or {}).get("status") == "done" and (run / "eval" / "report.json").is_file():
         raise UserError(f"{run} already holds a finished identity run: choose another output_dir")
     data_dir = run / "data"

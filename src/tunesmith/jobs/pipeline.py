@@ -30,9 +30,9 @@ from pydantic import Field, model_validator
 
 from ..config import DEFAULT_MODEL, Section, validate
 from ..errors import UserError
-from ..fsutil import default_run_dir, write_atomic
+from ..fsutil import write_atomic
 from ..manifest import now, read_manifest, write_manifest
-from ..registry import Verb, by_job, invoke
+from ..registry import Verb, by_job, invoke, run_folder
 from .handoff import Planned, check_inputs, resolve_stage
 
 OLD_FORMS = ("train", "identity", "merge")
@@ -147,7 +147,7 @@ def plan(cfg: PipelineConfig, root: Path) -> list[Planned]:
 def pipeline(cfg: PipelineConfig) -> int:
     from ..fsutil import check_writable_dir
 
-    root = Path(cfg.output_dir or default_run_dir("pipeline"))
+    root = Path(cfg.output_dir or run_folder("pipeline", cfg))
     check_writable_dir(root, "output_dir")
     stages = plan(cfg, root)
 
