@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU torch unless a GPU is present (an unpinned torch pulls several GB of CUDA packages).
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test install dev gguf clean-cache chromium golang
+.PHONY: demo test install dev gguf clean-cache chromium golang node
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,7 @@ gguf: $(VENV)/.installed-gguf
 demo: $(VENV)/.installed
 	$(BIN)/tunesmith identity recipes/identity.yaml
 
-test: $(VENV)/.installed-dev $(VENV)/.installed-gguf chromium golang
+test: $(VENV)/.installed-dev $(VENV)/.installed-gguf chromium golang node
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # The chat page's browser test needs headless Chromium (Debian's package); install it where it is missing.
@@ -52,6 +52,16 @@ golang:
 	@command -v go >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq golang-go; } || \
 	  echo "go is missing and could not be installed: run 'apt-get install -y golang-go'"; }
+
+# The JS client test runs the official openai npm package with node (Debian's nodejs/npm where missing);
+# npm ci installs exactly what tests/serve/js/package-lock.json pins.
+node: tests/serve/js/node_modules/.package-lock.json
+
+tests/serve/js/node_modules/.package-lock.json: tests/serve/js/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq nodejs npm; } || \
+	  echo "node/npm are missing and could not be installed: run 'apt-get install -y nodejs npm'"; }
+	cd tests/serve/js && npm ci --no-audit --no-fund --loglevel=error
 
 clean-cache:
 	rm -rf $${TUNESMITH_HOME:-$$HOME/.cache/tunesmith}

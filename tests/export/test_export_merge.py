@@ -223,15 +223,21 @@ def test_quantized_base_is_refused_in_one_line(work, tiny_model, adapter_a):
 
 
 def test_out_must_be_new_unless_overwrite(work, tiny_model, adapter_a, capsys):
-    out = work / "taken"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    taken = work / "taken"  # a user's folder: never replaced, not even with --overwrite
+    taken.mkdir()
+    (taken / "old.txt").write_text("x")
+    for extra in ((), ("--overwrite", "true")):
+        assert run("--model", tiny_model, "--adapter", adapter_a, "--out", taken, *extra) == 1
+        assert "holds files tunesmith did not write" in error_line(capsys) and (taken / "old.txt").exists()
+    out = work / "merged"  # an earlier merge: replaced only with --overwrite
+    assert run("--model", tiny_model, "--adapter", adapter_a, "--out", out) == 0
+    capsys.readouterr()
     assert run("--model", tiny_model, "--adapter", adapter_a, "--out", out) == 1
-    assert "already holds files" in error_line(capsys) and (out / "old.txt").exists()
+    assert "holds what an earlier `export merge` run wrote: pass --overwrite" in error_line(capsys)
     assert run("--model", tiny_model, "--adapter", adapter_a, "--out", out, "--overwrite", "true") == 0
-    assert not (out / "old.txt").exists() and read_manifest(out)["kind"] == "merge"
+    assert read_manifest(out)["kind"] == "merge" and (out / ".tunesmith.json").is_file()
     assert run("--model", tiny_model, "--adapter", adapter_a, "--out", tiny_model.parent, "--overwrite", "true") == 1
-    assert "would replace the input" in error_line(capsys)
+    assert "holds the input" in error_line(capsys)
     assert run("--model", tiny_model, "--adapter", tiny_model, "--out", work / "nope") == 1
     assert "use it as --model" in error_line(capsys)
     assert run("--model", tiny_model, "--adapter", adapter_a, "--out", work / "nope", "--shard_size", "big") == 2

@@ -128,14 +128,14 @@ def test_predict_refuses_an_over_long_row_before_any_generation(engine, tiny_mod
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text(json.dumps({"prompt": "short"}) + "\n" + json.dumps({"prompt": "word " * 1900}) + "\n")
     monkeypatch.setattr(P.Engine, "load", classmethod(lambda cls, *a, **k: engine))
-    monkeypatch.setattr(P.Engine, "generate", lambda *a, **k: pytest.fail("generated before the check"))
+    monkeypatch.setattr(P.Engine, "answers", lambda *a, **k: pytest.fail("generated before the check"))
     cfg = P.PredictConfig(model=str(tiny_model), input=str(inp), output=str(out), progress=False)
     with pytest.raises(UserError, match=r"in\.jsonl:2: prompt is 1,9\d\d tokens; with max_new_tokens 256 it "
                                         r"exceeds the model's context of 2,048"):
         P.predict(cfg)
     assert not out.exists()
     # The same row fits once the answer is short enough: the check counts prompt + max_new_tokens.
-    monkeypatch.setattr(P.Engine, "generate", lambda self, batch, p: ["ok"] * len(batch))
+    monkeypatch.setattr(P.Engine, "answers", lambda self, batch, p: iter(enumerate(["ok"] * len(batch))))
     assert P.predict(cfg.model_copy(update={"gen": GenParams(max_new_tokens=16)})) == 0
     assert [json.loads(x)["response"] for x in out.read_text().splitlines()] == ["ok", "ok"]
 

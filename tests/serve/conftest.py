@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from serve_helpers import NAME, Running
+from serve_helpers import NAME, TOOL_NAME, Running
+from tool_model import build_tool_model
 
 from tunesmith.serve import ServeConfig
 
@@ -10,6 +11,15 @@ from tunesmith.serve import ServeConfig
 @pytest.fixture(scope="session")
 def server(embedded_dir):
     s = Running(ServeConfig(model=str(embedded_dir), served_name=NAME, max_batch=8))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def tool_server(tmp_path_factory, embedded_dir):
+    """A tiny random-weight model whose chat template renders tools (tests/serve/tool_model.py)."""
+    model = build_tool_model(tmp_path_factory.mktemp("tools") / "model", embedded_dir)
+    s = Running(ServeConfig(model=str(model), served_name=TOOL_NAME, max_batch=8))
     yield s
     s.close()
 

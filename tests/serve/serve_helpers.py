@@ -8,6 +8,7 @@ import time
 from tunesmith.serve import ServeConfig, build
 
 NAME = "smollm2"
+TOOL_NAME = "tiny-tools"   # tool_server: a random model whose template renders tools
 
 
 def free_port() -> int:
@@ -20,7 +21,7 @@ class Running:
     def __init__(self, cfg: ServeConfig):
         import uvicorn
 
-        self.app, self.batcher, self.cfg = build(cfg)
+        self.app, self.engine, self.cfg = build(cfg)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -39,6 +40,6 @@ class Running:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        self.batcher.stop()
+        self.engine.stop()
 
 

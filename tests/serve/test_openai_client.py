@@ -94,8 +94,8 @@ def test_concurrent_requests_are_batched_and_match_solo_answers(server):
     c = server.client()
     prompts = [[{"role": "user", "content": f"Name {k} fruits."}] for k in (2, 3, 4, 5)]
     solo = [greedy(c, p).choices[0].message.content for p in prompts]
-    before = server.batcher.stats["max_rows"]
-    server.batcher.stats["max_rows"] = 0
+    before = server.engine.stats["max_rows"]
+    server.engine.stats["max_rows"] = 0
     got = [None] * 4
     barrier = threading.Barrier(4)
 
@@ -108,9 +108,9 @@ def test_concurrent_requests_are_batched_and_match_solo_answers(server):
         t.start()
     for t in threads:
         t.join()
-    assert server.batcher.stats["max_rows"] >= 2, "requests that arrived together were not decoded together"
+    assert server.engine.stats["max_rows"] >= 2, "requests that arrived together were not decoded together"
     assert got == solo
-    server.batcher.stats["max_rows"] = max(before, server.batcher.stats["max_rows"])
+    server.engine.stats["max_rows"] = max(before, server.engine.stats["max_rows"])
 
 
 def test_a_request_joins_a_running_batch_with_the_same_answer(server):
@@ -118,12 +118,12 @@ def test_a_request_joins_a_running_batch_with_the_same_answer(server):
     long_q = [{"role": "user", "content": "Write a long story about a dragon."}]
     solo_long = c.chat.completions.create(model=NAME, messages=long_q, temperature=0, max_tokens=60)
     solo_short = greedy(c)
-    joins = server.batcher.stats["joins"]
+    joins = server.engine.stats["joins"]
     with c.chat.completions.create(model=NAME, messages=long_q, temperature=0, max_tokens=60, stream=True) as s:
         parts = [next(iter(s)).choices[0].delta.content or ""]
         joined = greedy(c)  # arrives while the long answer is being generated
         parts += [ch.choices[0].delta.content or "" for ch in s if ch.choices]
-    assert server.batcher.stats["joins"] > joins
+    assert server.engine.stats["joins"] > joins
     assert joined.choices[0].message.content == solo_short.choices[0].message.content
     assert "".join(parts) == solo_long.choices[0].message.content
 
@@ -151,3 +151,92 @@ def test_api_key_is_required_when_set(embedded_dir, tiny_model, monkeypatch):
         assert greedy(s.client(api_key="s3cret")).choices[0].finish_reason in ("stop", "length")
     finally:
         s.close()
+
+
+# ---- structured output and tools (the tools round trip runs on tool_server: a tiny model whose template renders them)
+
+CAPITAL = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                            "country": {"type": "string", "maxLength": 40},
+                                            "population_millions": {"type": "number", "minimum": 0}},
+           "required": ["city", "country", "population_millions"], "additionalProperties": False}
+JSON_Q = [{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}]
+
+
+def test_response_format_json_schema_always_parses_and_validates(server):
+    import json
+
+    import jsonschema
+
+    c = server.client()
+    fmt = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
+    r = c.chat.completions.create(model=NAME, messages=JSON_Q, temperature=0, max_tokens=80, response_format=fmt)
+    answer = r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(answer), CAPITAL)
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model=NAME, messages=JSON_Q, temperature=0, max_tokens=80, response_format=fmt, stream=True) if ch.choices)
+    assert streamed == answer
+    sampled = c.chat.completions.create(model=NAME, messages=JSON_Q, temperature=1.0, seed=1, n=3, max_tokens=80,
+                                        response_format=fmt)
+    for ch in sampled.choices:  # each row its own grammar state
+        if ch.finish_reason == "stop":
+            jsonschema.validate(json.loads(ch.message.content), CAPITAL)
+    obj = c.chat.completions.create(model=NAME, messages=JSON_Q, temperature=0, max_tokens=80,
+                                    response_format={"type": "json_object"})
+    assert obj.choices[0].finish_reason == "stop" and isinstance(json.loads(obj.choices[0].message.content), dict)
+
+
+def test_parse_with_a_pydantic_model(server):
+    from pydantic import BaseModel, Field
+
+    class Capital(BaseModel):
+        city: str = Field(max_length=40)
+        country: str = Field(max_length=40)
+
+    r = server.client().chat.completions.parse(model=NAME, messages=JSON_Q, temperature=0, max_tokens=80,
+                                               response_format=Capital)
+    assert isinstance(r.choices[0].message.parsed, Capital) and r.choices[0].message.parsed.city
+
+
+def test_an_invalid_schema_or_format_is_a_400_naming_the_field(server):
+    c = server.client()
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=NAME, messages=JSON_Q, max_tokens=5, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": 5}}})
+    assert e.value.body["param"] == "response_format.json_schema.schema"
+    assert "properties must be an object" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=NAME, messages=JSON_Q, max_tokens=5, response_format={"type": "xml"})
+    assert e.value.body["param"] == "response_format.type"
+
+
+def test_tools_round_trip(tool_server):
+    import json
+
+    import jsonschema
+    from serve_helpers import TOOL_NAME
+
+    city = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},
+            "required": ["city"], "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": city, "strict": True}}]
+    c = tool_server.client()
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = c.chat.completions.create(model=TOOL_NAME, messages=messages, tools=tools, tool_choice="required",
+                                  temperature=0, max_tokens=60)
+    msg = r.choices[0].message
+    assert r.choices[0].finish_reason == "tool_calls" and msg.content is None and msg.tool_calls
+    for tc in msg.tool_calls:
+        assert tc.function.name == "get_weather"
+        jsonschema.validate(json.loads(tc.function.arguments), city)
+    messages.append(msg)  # the SDK's own message object goes back as it came
+    messages += [{"role": "tool", "tool_call_id": tc.id, "content": '{"temperature_c": 18}'} for tc in msg.tool_calls]
+    answer = c.chat.completions.create(model=TOOL_NAME, messages=messages, tools=tools, temperature=0, max_tokens=6)
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    with c.chat.completions.stream(model=TOOL_NAME, messages=messages[:1], tools=tools, temperature=0, max_tokens=60,
+                                   tool_choice={"type": "function", "function": {"name": "get_weather"}}) as s:
+        final = s.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [t.function.model_dump() for t in final.choices[0].message.tool_calls] == \
+        [t.function.model_dump() for t in msg.tool_calls]

@@ -47,7 +47,7 @@ class EvalIdentityConfig(AdaptedModelSection, Replaceable):
     author: str | None = Field(None, description="shortcut for names.author")
     languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="probe languages: en, zh")
     out: str | None = Field(None, description="folder for report.md and report.json (default: print only)")
-    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    batch_size: int = Field(16, gt=0, description="most prompts decoded together")
     max_new_tokens: int = Field(64, gt=0, description="answer length; the name comes early in an answer")
 
     def identity(self) -> IdentityNames:
@@ -56,10 +56,7 @@ class EvalIdentityConfig(AdaptedModelSection, Replaceable):
 
 def _answers(engine: Engine, prompts: list[str], cfg: EvalIdentityConfig) -> list[str]:
     params = GenParams(max_new_tokens=cfg.max_new_tokens)
-    out: list[str] = []
-    for i in range(0, len(prompts), cfg.batch_size):
-        out += engine.generate([[{"role": "user", "content": p}] for p in prompts[i:i + cfg.batch_size]], params)
-    return out
+    return engine.generate([[{"role": "user", "content": p}] for p in prompts], params)
 
 
 def answer_probes(model: str, adapter: list[str], cfg: EvalIdentityConfig, cache: bool) -> dict[str, list[str]]:
@@ -72,7 +69,7 @@ def answer_probes(model: str, adapter: list[str], cfg: EvalIdentityConfig, cache
         path = tunesmith_home() / "eval-cache" / f"{model_hash(resolve_model(model))[:16]}-{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
-    engine = Engine.load(model, adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code)
+    engine = Engine.load(model, adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code, max_batch=cfg.batch_size)
     result = {"identity": _answers(engine, id_q, cfg), "general": _answers(engine, gen_q, cfg)}
     del engine
     if path is not None:

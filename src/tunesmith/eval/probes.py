@@ -20,7 +20,7 @@ class EvalProbesConfig(AdaptedModelSection, Replaceable):
     model: str = Field(..., description="model: alias, HF folder (a merged stage too), .gguf, hub id or run folder")
     probes: str = Field(..., description="JSONL file of {prompt, expect} rows")
     out: str | None = Field(None, description="write probes.json (answers and the score) here")
-    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    batch_size: int = Field(16, gt=0, description="most prompts decoded together")
     max_new_tokens: int = Field(64, gt=0, description="answer length")
 
 
@@ -50,12 +50,10 @@ def run_probes(cfg: EvalProbesConfig) -> dict:
     probes = read_probes(cfg.probes)
     if cfg.out:
         check_writable_dir(cfg.out, "out")
-    engine = Engine.load(cfg.model, cfg.adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code)
-    answers: list[str] = []
-    params = GenParams(max_new_tokens=cfg.max_new_tokens)
-    for i in range(0, len(probes), cfg.batch_size):
-        chunk = probes[i:i + cfg.batch_size]
-        answers += engine.generate([[{"role": "user", "content": p["prompt"]}] for p in chunk], params)
+    engine = Engine.load(cfg.model, cfg.adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code,
+                         max_batch=cfg.batch_size)
+    answers = engine.generate([[{"role": "user", "content": p["prompt"]}] for p in probes],
+                              GenParams(max_new_tokens=cfg.max_new_tokens))
     flags = [passed(a, p["expect"]) for p, a in zip(probes, answers)]
     result = {"model": cfg.model, "adapter": cfg.adapter, "probes": cfg.probes, "accuracy": sum(flags) / len(flags),
               "passed": sum(flags), "total": len(flags),

@@ -49,7 +49,7 @@ class EvalTasksConfig(AdaptedModelSection, Replaceable):
     retention: bool = Field(True, description="also score the general retention set (zh + en)")
     out: str | None = Field(None, description="folder for report.md, report.json, PNGs and answers/")
     max_items: int | None = Field(None, ge=1, description="score only the first N items of each task file")
-    batch_size: int = Field(16, gt=0, description="prompts per generation batch")
+    batch_size: int = Field(16, gt=0, description="most prompts decoded together")
     max_new_tokens: int = Field(512, gt=0, description="answer length for number tasks (a chain of thought)")
     short_tokens: int = Field(48, gt=0, description="answer length for exact, contains, label and retention")
     label_prompt: str | None = Field(None, description="appended to each label task's prompt, {labels} = the label "
@@ -159,11 +159,9 @@ def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: boo
     return out
 
 
-def _generate(engine: Engine, prompts: list[str], tokens: int, batch: int, shots: list[dict] = ()) -> list[str]:
-    params, out = GenParams(max_new_tokens=tokens), []
-    for i in range(0, len(prompts), batch):
-        out += engine.generate([[*shots, {"role": "user", "content": p}] for p in prompts[i:i + batch]], params)
-    return out
+def _generate(engine: Engine, prompts: list[str], tokens: int, shots: list[dict] = ()) -> list[str]:
+    return engine.generate([[*shots, {"role": "user", "content": p}] for p in prompts],
+                           GenParams(max_new_tokens=tokens))
 
 
 def shot_turns(cfg: EvalTasksConfig) -> list[dict]:
@@ -198,8 +196,7 @@ def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, 
         items = [{**i, "prompt": i["prompt"] + "\n" + cfg.label_prompt.format(labels=", ".join(i["labels"]))}
                  if i["kind"] == "label" else i for i in items]
     long = any(i["kind"] == "number" for i in items)
-    answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens,
-                        cfg.batch_size, shots)
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens, shots)
     rows, res = [], {}
     for i, a in zip(items, answers):
         rows.append({"instruction": i["prompt"], "input": "", "output": a, "expect": i["expect"], "kind": i["kind"],
@@ -222,7 +219,7 @@ def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, 
 
 def score_retention(engine: Engine, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
     items = retention_items()
-    answers = _generate(engine, [i["prompt"] for i in items], cfg.short_tokens, cfg.batch_size)
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.short_tokens)
     rows = [{**i, "answer": a, "correct": mentions(a, i["expect"])} for i, a in zip(items, answers)]
     res = {"accuracy": round(sum(r["correct"] for r in rows) / len(rows), 4), "items": len(rows)}
     for lang in sorted({r["lang"] for r in rows}):
@@ -258,7 +255,8 @@ def run_eval(cfg: EvalTasksConfig) -> dict:
     model, adapters = split_run_folder(cfg.model, cfg.adapter)
     runs = []
     for adapter in [None, *adapters]:
-        engine = Engine.load(model, [adapter] if adapter else None, cfg.dtype, cfg.device, cfg.trust_remote_code)
+        engine = Engine.load(model, [adapter] if adapter else None, cfg.dtype, cfg.device, cfg.trust_remote_code,
+                             max_batch=cfg.batch_size)
         label = "base" if adapter is None else Path(adapter).name or adapter
         print(f"scoring {label} …")
         runs.append({"name": label, "adapter": adapter, **evaluate(engine, tasks, cfg)})

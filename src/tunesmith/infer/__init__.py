@@ -1,4 +1,5 @@
-"""Inference: one engine for chat, predict, evaluation and serving."""
-from .engine import Engine, GenParams
+"""Inference: one engine for chat, predict, evaluation, synth and serving."""
+from .engine import Engine, Event, Job, QueueFull
+from .sampling import GenParams
 
-__all__ = ["Engine", "GenParams"]
+__all__ = ["Engine", "Event", "GenParams", "Job", "QueueFull"]

@@ -6,7 +6,8 @@ import sys
 from pydantic import Field
 
 from ..config import AdaptedModelSection
-from .engine import Engine, GenParams
+from .engine import Engine
+from .sampling import GenParams
 
 HELP = "commands: /reset (new conversation), /system TEXT (set the system prompt), /exit"
 

@@ -1,102 +1,173 @@
-"""One inference engine: batched generation and token streaming through the chat template.
+"""The one generation engine: chat, predict, evaluation, synth and the server all decode through ``Engine``.
 
-Chat, predict, evaluation and the server all go through ``Engine``.
+``Engine.load`` loads a base model (unnamed adapters applied in order, as every verb does) and, beside
+it, named adapters a request may pick. Decoding is the engine's own continuous-batching loop
+(``scheduler.py``): the sync API (``generate``, ``answers``, ``stream``) submits every row at once and
+lets the loop batch them; the server submits ``Job``s and reads their events on its asyncio loop.
 """
 from __future__ import annotations
 
-import threading
+import queue
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from ..config import Section
+from ..errors import UserError
 from ..models.template import end_of_turn_ids, template_kwargs
+from .sampling import GenParams, check_constraint
+from .scheduler import BASE, Event, Job, QueueFull, Scheduler
 
-
-class GenParams(Section):
-    max_new_tokens: int = Field(256, gt=0, description="most tokens to generate per answer")
-    temperature: float = Field(0.0, ge=0, description="sampling temperature; 0 = greedy")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
-    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens; 0 = off")
-    repetition_penalty: float = Field(1.0, gt=0, description="penalty for repeating tokens; 1 = off")
-    seed: int | None = Field(None, description="random seed for sampling")
-    enable_thinking: bool | None = Field(None, description="thinking switch for templates that have one (Qwen3)")
+__all__ = ["Engine", "Event", "GenParams", "Job", "QueueFull"]
 
 
 class Engine:
-    """Wraps a loaded model and tokenizer. ``generate`` answers a batch; ``stream`` yields text pieces."""
+    """A loaded model and tokenizer and the loop that decodes with them.
 
-    def __init__(self, model, tokenizer):
+    ``max_batch``: most rows decoded together; ``max_queue``: most rows waiting for a bounded
+    ``submit`` (the server's 503); ``prefill_rows``: most new rows prefilled in one step (default
+    ``max_batch``); ``adapters``: the names of the named adapters loaded into ``model`` (a PeftModel)."""
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 32, max_queue: int = 256,
+                 prefill_rows: int | None = None, adapters: tuple[str, ...] = ()):
         self.model = model
         self.tok = tokenizer
         self.stop_ids = end_of_turn_ids(tokenizer)
+        self.adapters = tuple(adapters)
+        self.loop = Scheduler(model, tokenizer, self.stop_ids, max_batch, max_queue, prefill_rows,
+                              adapters=bool(self.adapters))
 
     @classmethod
     def load(cls, model: str, adapter: str | list[str] | None = None, dtype: str | None = None,
-             device: str | None = None, trust_remote_code: bool = False) -> "Engine":
+             device: str | None = None, trust_remote_code: bool = False, *,
+             named_adapters: dict[str, str] | None = None, **limits) -> "Engine":
+        """Load ``model`` with ``adapter`` (a list, applied in order) and each of ``named_adapters``
+        (``{name: adapter or run folder}``, each trained on ``model`` + ``adapter``), which a request
+        picks by name. ``limits``: ``max_batch``, ``max_queue``, ``prefill_rows``."""
         from ..models import load_model
 
-        m, tok, _ = load_model(model, adapter, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        return cls(m, tok)
+        named = dict(named_adapters or {})
+        if not named:
+            m, tok, _ = load_model(model, adapter, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+            return cls(m, tok, **limits)
+        from ..models.load import check_adapters
 
+        if BASE in named:
+            raise UserError(f"named adapter '{BASE}' is reserved (it means the base model)")
+        unnamed = [adapter] if isinstance(adapter, str) else list(adapter or [])
+        # The lineage check (one line, before any weights load): each named adapter sits on base + unnamed.
+        folders = {name: check_adapters(model, [*unnamed, path])[1][-1] for name, path in named.items()}
+        # Named adapters stay apart, so the unnamed ones are all folded into the base first.
+        m, tok, model_dir = load_model(model, unnamed, dtype=dtype, device=device,
+                                       trust_remote_code=trust_remote_code, merge=True)
+        return cls(_add_adapters(m, folders, model_dir), tok, adapters=tuple(named), **limits)
+
+    # ---- prompts ----
     def prompt_ids(self, messages: list[dict[str, Any]], enable_thinking: bool | None = None) -> list[int]:
         out = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                            **template_kwargs(self.tok, enable_thinking))
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
-    def _gen_kwargs(self, p: GenParams) -> dict:
-        import torch
+    def _check_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and adapter not in self.adapters:
+            have = ", ".join(self.adapters) or "none"
+            raise UserError(f"adapter '{adapter}' is not loaded (named adapters: {have})")
 
-        if p.seed is not None:
-            torch.manual_seed(p.seed)
-        kw = dict(max_new_tokens=p.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id,
-                  repetition_penalty=p.repetition_penalty)
-        if p.temperature > 0:
-            kw.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or None)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kw
+    # ---- the job API (the server) ----
+    def submit(self, job: Job, bounded: bool = True) -> Job:
+        """Queue ``job`` for the decode loop (started on first use). Raises QueueFull when ``bounded``
+        and more than ``max_queue`` rows would wait; UserError for an adapter that is not loaded."""
+        self._check_adapter(job.adapter)
+        self.loop.submit(job, bounded=bounded)
+        return job
 
-    def generate(self, batch: list[list[dict[str, Any]]], params: GenParams | None = None) -> list[str]:
-        """Answer each conversation in ``batch`` (left-padded into one forward pass)."""
-        import torch
+    def stop(self) -> None:
+        """End every running and waiting row (finish "error") and the decode thread."""
+        self.loop.stop()
 
+    @property
+    def stats(self) -> dict:
+        return self.loop.stats
+
+    # ---- the sync API (the verbs) ----
+    def answers(self, batch: list[list[dict[str, Any]]], params: GenParams | None = None,
+                adapter: str | None = None) -> Iterator[tuple[int, str]]:
+        """``(index in batch, answer)`` for each conversation, as each answer ends. All rows are submitted
+        at once; the loop decodes up to ``max_batch`` of them together. Closing the iterator cancels the rest."""
         p = params or GenParams()
-        prompts = [self.prompt_ids(m, p.enable_thinking) for m in batch]
-        width = max(len(x) for x in prompts)
-        pad = self.tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(x)) + x for x in prompts])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts])
-        dev = next(self.model.parameters()).device
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **self._gen_kwargs(p))
-        return [self.tok.decode(row[width:], skip_special_tokens=True).strip() for row in out.tolist()]
+        check_constraint(p, len(batch))
+        self._check_adapter(adapter)
+        events: queue.Queue[Event] = queue.Queue()
+        jobs = [Job(self.prompt_ids(m, p.enable_thinking), p, adapter=adapter, events=events) for m in batch]
+        where = {id(j): k for k, j in enumerate(jobs)}
+        texts: list[list[str]] = [[] for _ in jobs]
+        try:
+            self.loop.submit(*jobs, bounded=False)
+            for _ in jobs:
+                while True:
+                    ev = events.get()
+                    if ev.finish == "error":
+                        raise RuntimeError(ev.text)
+                    k = where[id(ev.job)]
+                    texts[k].append(ev.text)
+                    if ev.finish:
+                        break
+                yield k, "".join(texts[k]).strip()
+        finally:
+            for j in jobs:
+                j.cancel()
 
-    def stream(self, messages: list[dict[str, Any]], params: GenParams | None = None) -> Iterator[str]:
-        """Yield pieces of the answer as they are generated."""
-        import torch
-        from transformers import TextIteratorStreamer
+    def generate(self, batch: list[list[dict[str, Any]]], params: GenParams | None = None,
+                 adapter: str | None = None) -> list[str]:
+        """The answer to each conversation in ``batch``, in order (decoded together by the loop)."""
+        out: list[str] = [""] * len(batch)
+        for k, text in self.answers(batch, params, adapter):
+            out[k] = text
+        return out
 
+    def stream(self, messages: list[dict[str, Any]], params: GenParams | None = None,
+               adapter: str | None = None) -> Iterator[str]:
+        """Pieces of the answer to ``messages`` as they are decoded (stop strings already cut)."""
         p = params or GenParams()
-        ids = torch.tensor([self.prompt_ids(messages, p.enable_thinking)])
-        dev = next(self.model.parameters()).device
-        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
-        kw = dict(input_ids=ids.to(dev), attention_mask=torch.ones_like(ids).to(dev), streamer=streamer,
-                  **self._gen_kwargs(p))
-        errors: list[BaseException] = []
+        job = self.submit(Job(self.prompt_ids(messages, p.enable_thinking), p, adapter=adapter), bounded=False)
+        try:
+            while True:
+                ev = job.events.get()
+                if ev.finish == "error":
+                    raise RuntimeError(ev.text)
+                if ev.text:
+                    yield ev.text
+                if ev.finish:
+                    return
+        finally:
+            job.cancel()
 
-        def work():
-            try:
-                with torch.inference_mode():
-                    self.model.generate(**kw)
-            except BaseException as e:  # surface the worker's error in the caller
-                errors.append(e)
-                streamer.end()
 
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        yield from streamer
-        t.join()
-        if errors:
-            raise errors[0]
+def _add_adapters(model, folders: dict[str, Path], model_dir: Path):
+    """``model`` as a PeftModel holding each named adapter (a batch names one per row). A shape
+    mismatch, or saved weights that fit no layer, mean the adapter belongs to another base: one line,
+    as ``models.load.apply_adapter`` says it for an adapter applied in order."""
+    import warnings
+
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    pm = None
+    for name, folder in folders.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # weights that fit no layer are checked below, with a clearer message
+                if pm is None:
+                    pm = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+                else:
+                    pm.load_adapter(str(folder), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as e:
+            lines = str(e).splitlines() or [type(e).__name__]
+            first = next((ln.strip() for ln in lines if "size mismatch" in ln), lines[0].strip())
+            raise UserError(f"adapter {folder} does not fit {model_dir}: {first[:240]}; "
+                            "was it trained on another base model?") from None
+        stray = sorted(set(load_peft_weights(str(folder))) - set(get_peft_model_state_dict(pm, adapter_name=name)))
+        if stray:
+            raise UserError(f"adapter {folder} does not fit {model_dir}: {len(stray)} of its weights match no "
+                            f"layer (e.g. {stray[0]}); was it trained on another base model?")
+    pm.eval()
+    return pm

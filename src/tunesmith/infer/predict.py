@@ -1,8 +1,9 @@
-"""``tunesmith predict``: answer every line of a JSONL file, batched and resumable.
+"""``tunesmith predict``: answer every line of a JSONL file, batched by the engine and resumable.
 
 Each input line is ``{"messages": [...]}`` or ``{"prompt": "..."}`` with an optional
 ``id`` (else its line number). Output lines keep the input fields and add ``response``.
-A rerun skips ids already answered; a torn last line (killed mid-write) is cut off first.
+Answers are written in input order as they come. A rerun skips ids already answered; a torn last line
+(killed mid-write) is cut off first.
 An existing output that predict did not write for this input is refused, never touched.
 """
 from __future__ import annotations
@@ -18,13 +19,14 @@ from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 from ..jsonl import read_jsonl
 from .context import ContextExceeded, model_context, room_for_answer
-from .engine import Engine, GenParams
+from .engine import Engine
+from .sampling import GenParams
 
 
 class PredictConfig(AdaptedModelSection, Replaceable):
     input: str = Field(..., description="JSONL file: one {messages: [...]} or {prompt: ...} per line")
     output: str = Field(..., description="JSONL file to write (appended to on a rerun)")
-    batch_size: int = Field(8, gt=0, description="prompts per generation batch")
+    batch_size: int = Field(8, gt=0, description="most prompts decoded together")
     system: str | None = Field(None, description="system prompt added to rows that have none")
     progress: bool = Field(True, description="show a progress bar")
     gen: GenParams = Field(default_factory=GenParams, description="generation parameters")
@@ -131,7 +133,8 @@ def predict(cfg: PredictConfig) -> int:
     if not left:
         print(f"all {len(requests)} rows already answered in {cfg.output}")
         return 0
-    engine = Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code)
+    engine = Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code,
+                         max_batch=cfg.batch_size)
     check_fits(engine, left, cfg)
     todo = [r[1:] for r in left]
     from tqdm import tqdm
@@ -141,16 +144,19 @@ def predict(cfg: PredictConfig) -> int:
     # Appending is the resume mechanism: the file holds only predict's own whole lines (checked above).
     will_append(cfg.output)  # recorded as ours (the output policy) before the first line
     with open(cfg.output, "w" if cfg.overwrite else "a", encoding="utf-8") as out:
-        for i in range(0, len(todo), cfg.batch_size):
-            chunk = todo[i:i + cfg.batch_size]
-            answers = engine.generate([m for _, _, m in chunk], cfg.gen)
-            # One write per batch, each line whole; fsync so a kill can tear at most the last line.
-            lines = [json.dumps({**row, "id": rid, "response": a}, ensure_ascii=False) + "\n"
-                     for (rid, row, _), a in zip(chunk, answers)]
-            out.write("".join(lines))
-            out.flush()
-            os.fsync(out.fileno())
-            bar.update(len(chunk))
+        written, ready = 0, {}
+        for k, answer in engine.answers([m for _, _, m in todo], cfg.gen):
+            bar.update(1)
+            ready[k] = answer
+            lines = []
+            while written in ready:  # in input order: the answers that end the written prefix
+                rid, row, _ = todo[written]
+                lines.append(json.dumps({**row, "id": rid, "response": ready.pop(written)}, ensure_ascii=False) + "\n")
+                written += 1
+            if lines:  # each line whole; fsync so a kill can tear at most the last line
+                out.write("".join(lines))
+                out.flush()
+                os.fsync(out.fileno())
     bar.close()
     print(f"wrote {len(todo)} answers to {cfg.output} ({len(requests)} in all)")
     return 0

@@ -1,4 +1,5 @@
-"""``tunesmith serve``: an OpenAI-compatible server (FastAPI + uvicorn) with dynamic batching and a chat page."""
+"""``tunesmith serve``: an OpenAI-compatible server (FastAPI + uvicorn) over the engine's continuous batching,
+with a chat page."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,9 @@ class ServeConfig(AdaptedModelSection):
     max_tokens: int = Field(512, ge=1, description="completion tokens when a chat request does not say")
     max_n: int = Field(8, ge=1, description="largest n (choices per request) accepted")
     max_model_len: int | None = Field(None, ge=1, description="cap on prompt + completion tokens (default: the model's)")
+    named_adapters: dict[str, str] = Field(default_factory=dict, description="adapters a request picks by its "
+                                           "'model' field, e.g. {mira: runs/identity-…}: each trained on MODEL (+ "
+                                           "adapter), all served beside MODEL from one copy of it")
 
     @field_validator("api_key_env")
     @classmethod
@@ -39,7 +43,7 @@ class ServeConfig(AdaptedModelSection):
 
 
 def build(cfg: ServeConfig, engine=None):
-    """The app and its batcher (started); tests call this to serve in-process."""
+    """``(app, engine, cfg)``; tests call this to serve in-process."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -47,16 +51,18 @@ def build(cfg: ServeConfig, engine=None):
         raise UserError("tunesmith serve needs FastAPI and uvicorn: pip install 'tunesmith[serve]'") from None
     from ..infer.engine import Engine
     from .app import State, build_app
-    from .batcher import Batcher
 
     if cfg.max_n > cfg.max_batch:
         raise UserError(f"max_n ({cfg.max_n}) must not exceed max_batch ({cfg.max_batch})")
-    engine = engine or Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code)
     if cfg.served_name is None:
         cfg = cfg.model_copy(update={"served_name": os.path.basename(os.path.normpath(cfg.model)) or cfg.model})
-    batcher = Batcher(engine.model, engine.tok, engine.stop_ids, cfg.max_batch, cfg.max_queue, cfg.prefill_rows)
-    batcher.start()
-    return build_app(State(engine, batcher, cfg)), batcher, cfg
+    if cfg.served_name in cfg.named_adapters:
+        raise UserError(f"named_adapters: '{cfg.served_name}' is the served model's own name; name the adapter "
+                        "otherwise (or set --served_name)")
+    engine = engine or Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code,
+                                   named_adapters=cfg.named_adapters, max_batch=cfg.max_batch,
+                                   max_queue=cfg.max_queue, prefill_rows=cfg.prefill_rows)
+    return build_app(State(engine, cfg)), engine, cfg
 
 
 def _bind(host: str, port: int):
@@ -76,7 +82,7 @@ def _bind(host: str, port: int):
 def serve(cfg: ServeConfig) -> int:
     sock = _bind(cfg.host, cfg.port)
     try:
-        app, batcher, cfg = build(cfg)
+        app, engine, cfg = build(cfg)
     except BaseException:
         sock.close()
         raise
@@ -105,7 +111,7 @@ def serve(cfg: ServeConfig) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; for a server that is the normal end
         pass
     finally:
-        batcher.stop()
+        engine.stop()
         sock.close()
     print("stopped", flush=True)
     return 0

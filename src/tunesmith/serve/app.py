@@ -1,4 +1,4 @@
-"""The FastAPI app: OpenAI-shaped routes over one ``Batcher``; every client mistake is a 4xx with an
+"""The FastAPI app: OpenAI-shaped routes over the engine's job API; every client mistake is a 4xx with an
 OpenAI-shaped error body (``{"error": {"message", "type", "param", "code"}}``), never a 500."""
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..infer import GenParams, Job, QueueFull
 from ..infer.context import ContextExceeded, model_context, room_for_answer
-from .batcher import Batcher, Job, QueueFull, Sampling, logprob_entry
+from ..infer.think import ThinkSplitter
+from . import tools
 from .protocol import ChatRequest, CompletionRequest, Refused, explain, refuse_unhonoured
-from .think import ThinkSplitter
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 
@@ -31,14 +32,15 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
 
 
 class State:
-    """What the routes share: the engine's tokenizer, the batcher and the serving limits."""
+    """What the routes share: the engine (its tokenizer, its job API) and the serving limits."""
 
-    def __init__(self, engine, batcher: Batcher, cfg):
-        self.engine, self.tok, self.batcher, self.cfg = engine, engine.tok, batcher, cfg
+    def __init__(self, engine, cfg):
+        self.engine, self.tok, self.cfg = engine, engine.tok, cfg
         self.context = model_context(engine.model, cfg.max_model_len)
         from ..models.template import supports_thinking
 
         self.thinking = supports_thinking(self.tok)
+        self.tools = tools.probe(self.tok)  # does the template render tools, and how it writes a call
         self.created = int(time.time())
 
 
@@ -55,7 +57,7 @@ async def _admit(st: State, job: Job) -> JSONResponse | None:
     """Queue the job and wait until it is being generated; a full queue or a long wait is a 503."""
     retry = {"Retry-After": str(max(1, int(st.cfg.queue_timeout)))}
     try:
-        st.batcher.submit(job)
+        st.engine.submit(job)
     except QueueFull:
         return error(503, "the server is busy: too many requests waiting", code="queue_full", headers=retry)
     try:
@@ -65,6 +67,12 @@ async def _admit(st: State, job: Job) -> JSONResponse | None:
         return error(503, f"the server is busy: waited {st.cfg.queue_timeout:g} s for a slot", code="queue_timeout",
                      headers=retry)
     return None
+
+
+def _sampling(req, max_new: int) -> GenParams:
+    """The request's sampling, as the engine takes it (protocol.py checked the ranges)."""
+    return GenParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                     seed=req.seed, stop=req.stops())
 
 
 def _sse(obj: Any) -> bytes:
@@ -120,39 +128,49 @@ def build_app(st: State) -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": st.created,
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": st.created,
                                             "owned_by": "tunesmith", "max_model_len": st.context,
-                                            "thinking": st.thinking}]}
+                                            "thinking": st.thinking} for m in (name, *st.engine.adapters)]}
 
-    def check_model(req) -> None:
-        if req.model != name:
-            raise Refused("model", f"model '{req.model}' is not served here (this server serves '{name}')",
-                          "model_not_found", 404)
+    def check_model(req) -> str | None:
+        """The adapter the request's ``model`` names (None: the served model itself)."""
+        if req.model == name:
+            return None
+        if req.model in st.engine.adapters:
+            return req.model
+        served = "', '".join((name, *st.engine.adapters))
+        raise Refused("model", f"model '{req.model}' is not served here (this server serves '{served}')",
+                      "model_not_found", 404)
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
-        check_model(req)
-        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n)
+        adapter = check_model(req)
+        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n, structured=True)
+        tp = tools.plan(req, st.tools)
         think = (req.chat_template_kwargs or {}).get("enable_thinking")
-        msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        msgs = tools.template_messages(req)
         try:
-            prompt = st.engine.prompt_ids(msgs, think)
-            prompt_text = st.tok.decode(prompt[-8:])
+            prompt = tools.prompt_ids(st.tok, msgs, tp.offered, think)
+            prompt_text = st.tok.decode(prompt[-32:])
         except Exception as e:  # noqa: BLE001 — a template that rejects the conversation (roles, order)
             raise Refused("messages", f"the chat template rejects these messages: {e}", "invalid_value") from None
+        constraint = tools.constraint(st.tok, req, tp, st.tools.fmt, prompt_text)  # structured output, forced calls
+        if constraint is not None and prompt_text.rstrip().endswith("<think>"):
+            raise Refused("chat_template_kwargs.enable_thinking", "response_format and forced tool calls need "
+                          "enable_thinking: false on this model (its template opens a think block)", "invalid_value")
         asked = req.max_completion_tokens or req.max_tokens
-        samp = Sampling(_budget(st, prompt, asked, st.cfg.max_tokens), req.temperature, req.top_p, req.top_k,
-                        req.seed, req.stops(), (req.top_logprobs or 0) if req.logprobs else None)
-        job = Job(prompt, req.n, samp, asyncio.get_running_loop())
+        params = _sampling(req, _budget(st, prompt, asked, st.cfg.max_tokens)).with_constraint(constraint)
+        job = Job(prompt, params, req.n, adapter, (req.top_logprobs or 0) if req.logprobs else None,
+                  asyncio.get_running_loop())
         if (busy := await _admit(st, job)) is not None:
             return busy
         # A template that opens the think block itself (the prompt ends in "<think>") starts in reasoning.
         opened = prompt_text.rstrip().endswith("<think>")
-        return await _chat_answer(st, req, job, opened, request)
+        return await _chat_answer(st, req, job, opened, request, tp)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
-        check_model(req)
+        adapter = check_model(req)
         refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n)
         p = req.prompt
         if isinstance(p, list) and len(p) != 1 and not all(isinstance(x, int) for x in p):
@@ -163,9 +181,8 @@ def build_app(st: State) -> FastAPI:
             raise Refused("prompt", "the prompt is empty", "invalid_value")
         if any(t < 0 or t >= len(st.tok) for t in prompt):
             raise Refused("prompt", f"token ids must be in [0, {len(st.tok)})", "invalid_value")
-        samp = Sampling(_budget(st, prompt, req.max_tokens, 16), req.temperature, req.top_p, req.top_k, req.seed,
-                        req.stops(), req.logprobs)
-        job = Job(prompt, req.n, samp, asyncio.get_running_loop())
+        params = _sampling(req, _budget(st, prompt, req.max_tokens, 16))
+        job = Job(prompt, params, req.n, adapter, req.logprobs, asyncio.get_running_loop())
         if (busy := await _admit(st, job)) is not None:
             return busy
         return await _completion_answer(st, req, job)
@@ -189,12 +206,13 @@ async def _events(job: Job):
             left -= ev.finish is not None
             yield ev
     finally:
-        job.cancel()  # client gone or answer complete: the batcher drops any row still running
+        job.cancel()  # client gone or answer complete: the engine drops any row still running
 
 
-async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, request: Request):
+async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, request: Request, tp: tools.ToolPlan):
     cid, created, name = f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), st.cfg.served_name
     split = [ThinkSplitter(opened) for _ in range(req.n)]
+    calls = [tools.ChoiceCalls(tp, st.tools.fmt) for _ in range(req.n)]  # tool calls parsed out of the content
     done: dict[int, int] = {}
 
     def lps(ev) -> list[dict]:
@@ -207,6 +225,7 @@ async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, requ
         finish: dict[int, str] = {}
         async for ev in _events(job):
             r, c = split[ev.index].feed(ev.text, final=ev.finish is not None)
+            c, _ = calls[ev.index].feed(c, final=ev.finish is not None)
             reason[ev.index].append(r)
             text[ev.index].append(c)
             logp[ev.index] += lps(ev)
@@ -217,7 +236,8 @@ async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, requ
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(text[i])}
             if split[i].seen:
                 msg["reasoning_content"] = msg["reasoning"] = "".join(reason[i])
-            choices.append({"index": i, "message": msg, "finish_reason": finish[i],
+            choices.append({"index": i, "message": calls[i].message(msg),
+                            "finish_reason": calls[i].finish(finish[i]),
                             "logprobs": {"content": logp[i]} if req.logprobs else None})
         return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": choices,
                 "usage": _usage(job.prompt, done)}
@@ -243,6 +263,7 @@ async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, requ
                           "finish_reason": None}])
         async for ev in _events(job):
             r, c = split[ev.index].feed(ev.text, final=ev.finish is not None)
+            c, call_deltas = calls[ev.index].feed(c, final=ev.finish is not None)
             delta: dict[str, Any] = {}
             if r:
                 delta["reasoning_content"] = delta["reasoning"] = r
@@ -251,15 +272,29 @@ async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, requ
             lp = {"content": lps(ev)} if req.logprobs and ev.logprobs else None
             if delta or lp:
                 yield chunk([{"index": ev.index, "delta": delta, "logprobs": lp, "finish_reason": None}])
+            for d in call_deltas:
+                yield chunk([{"index": ev.index, "delta": d, "logprobs": None, "finish_reason": None}])
             if ev.finish:
                 done[ev.index] = ev.tokens
-                yield chunk([{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.finish}])
+                yield chunk([{"index": ev.index, "delta": {}, "logprobs": None,
+                              "finish_reason": calls[ev.index].finish(ev.finish)}])
         if usage_on:
             yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
                         "choices": [], "usage": _usage(job.prompt, done)})
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def logprob_entry(tok, item: dict[str, Any]) -> dict:
+    """OpenAI's chat ``logprobs.content`` item for one generated token (an engine logprob item)."""
+    def one(tid: int, lp: float) -> dict:
+        text = tok.decode([tid])
+        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+
+    d = one(item["id"], item["logprob"])
+    d["top_logprobs"] = [one(t, v) for t, v in item["top"]]
+    return d
 
 
 def _completion_lp(st: State, items: list[dict]) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 
 class _Body(BaseModel):
@@ -20,10 +20,31 @@ class TextPart(_Body):
     text: StrictStr
 
 
+class FunctionCall(_Body):
+    name: StrictStr
+    arguments: StrictStr                # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Body):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart]
     name: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calls_without_content(cls, data: Any) -> Any:
+        """An assistant message that only calls tools has ``content: null`` (or none): that is empty text."""
+        if isinstance(data, dict) and data.get("tool_calls") and data.get("content") is None:
+            data = {**data, "content": ""}
+        return data
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -33,9 +54,29 @@ class StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
+class JsonSchemaSpec(_Body):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+    name: StrictStr
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: StrictBool | None = None    # the schema is enforced either way
+
+
 class ResponseFormat(_Body):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaSpec | None = None
+
+
+class FunctionDef(_Body):
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None    # the parameters' schema is enforced whenever a call is forced
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDef
 
 
 class _Sampling(_Body):
@@ -65,8 +106,8 @@ class ChatRequest(_Sampling):
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: Any = None             # "none" | "auto" | "required" | {"type": "function", …}: tools.plan checks it
     parallel_tool_calls: StrictBool | None = None
     reasoning_effort: StrictStr | None = None
 
@@ -145,8 +186,9 @@ class Refused(Exception):
         self.param, self.code, self.status = param, code, status
 
 
-def refuse_unhonoured(req: _Sampling, *, thinking: bool, max_n: int) -> None:
-    """Every field whose value this server would have to ignore is an error instead."""
+def refuse_unhonoured(req: _Sampling, *, thinking: bool, max_n: int, structured: bool = False) -> None:
+    """Every field whose value this server would have to ignore is an error instead. ``structured``:
+    the caller enforces ``response_format`` and checks tools (``serve/tools.py``); without it both are refused."""
     if req.frequency_penalty:
         raise Refused("frequency_penalty", "frequency_penalty is not supported (only 0)")
     if req.presence_penalty:
@@ -161,11 +203,19 @@ def refuse_unhonoured(req: _Sampling, *, thinking: bool, max_n: int) -> None:
     if len(stops) > 4 or any(not s for s in stops):
         raise Refused("stop", "stop takes up to 4 non-empty strings", "invalid_value")
     if isinstance(req, ChatRequest):
-        if req.tools or req.tool_choice not in (None, "none") or req.parallel_tool_calls:
+        if not structured and (req.tools or req.tool_choice not in (None, "none") or req.parallel_tool_calls
+                               or any(m.role == "tool" or m.tool_calls for m in req.messages)):
             raise Refused("tools", "tool calling is not supported by this server")
-        if req.response_format is not None and req.response_format.type != "text":
-            raise Refused("response_format", f"response_format {req.response_format.type} is not supported "
+        rf = req.response_format
+        if not structured and rf is not None and rf.type != "text":
+            raise Refused("response_format", f"response_format {rf.type} is not supported "
                           "(no constrained decoding): only {\"type\": \"text\"}")
+        if rf is not None and rf.type == "json_schema" and rf.json_schema is None:
+            raise Refused("response_format.json_schema", "response_format.json_schema: required for type "
+                          "json_schema", "invalid_value")
+        if rf is not None and rf.type != "json_schema" and rf.json_schema is not None:
+            raise Refused("response_format.json_schema", "response_format.json_schema is only allowed with type "
+                          "json_schema", "invalid_value")
         if req.reasoning_effort is not None:
             raise Refused("reasoning_effort", "reasoning_effort is not supported; use "
                           "chat_template_kwargs.enable_thinking")
@@ -185,8 +235,12 @@ def refuse_unhonoured(req: _Sampling, *, thinking: bool, max_n: int) -> None:
                 raise Refused("chat_template_kwargs.enable_thinking", "this model's chat template has no "
                               "thinking switch")
         for i, m in enumerate(req.messages):
-            if m.name is not None:
+            if m.name is not None and m.role != "tool":  # a tool result's name is the function's: it is rendered
                 raise Refused(f"messages[{i}].name", "message names are not supported")
+            if m.tool_calls and m.role != "assistant":
+                raise Refused(f"messages[{i}].tool_calls", "only assistant messages have tool_calls", "invalid_value")
+            if m.tool_call_id is not None and m.role != "tool":
+                raise Refused(f"messages[{i}].tool_call_id", "only tool messages have tool_call_id", "invalid_value")
     else:
         if req.echo:
             raise Refused("echo", "echo is not supported")

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from ..config import AdaptedModelSection
 from ..data.names import LANGS, IdentityNames, Lang
 from ..errors import UserError
-from ..infer.engine import GenParams
+from ..infer.sampling import GenParams
 from .runner import Outputs, write_rows
 
 
@@ -34,7 +34,7 @@ class PreferenceConfig(AdaptedModelSection):
     names: IdentityNames = Field(default_factory=IdentityNames, description="per-language names (names.name_zh …)")
     languages: list[Lang] = Field(default_factory=lambda: list(LANGS), description="identity languages: en, zh")
     max_pairs: int | None = Field(None, gt=0, description="identity case: use only the first N questions")
-    batch_size: int = Field(16, gt=0, description="identity case: questions per generation batch")
+    batch_size: int = Field(16, gt=0, description="identity case: most questions decoded together")
     gen: GenParams = Field(default_factory=lambda: GenParams(max_new_tokens=128),
                            description="identity case: how the model's own (rejected) answers are generated")
 
@@ -62,11 +62,10 @@ def identity_pairs(cfg: PreferenceConfig) -> tuple[list[dict], dict]:
 
     names = cfg.names.with_shortcuts(cfg.name, cfg.author, "synth preference")
     rows = identity_messages(names, cfg.languages)[:cfg.max_pairs]
-    engine = Engine.load(cfg.model, cfg.adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code)
+    engine = Engine.load(cfg.model, cfg.adapter or None, cfg.dtype, cfg.device, cfg.trust_remote_code,
+                         max_batch=cfg.batch_size)
     prompts = [r["messages"][:-1] for r in rows]
-    own: list[str] = []
-    for i in range(0, len(prompts), cfg.batch_size):
-        own += engine.generate(prompts[i:i + cfg.batch_size], cfg.gen)
+    own = engine.generate(prompts, cfg.gen)
     pairs, same, empty = [], 0, 0
     for r, p, answer in zip(rows, prompts, own):
         ideal = r["messages"][-1]["content"]

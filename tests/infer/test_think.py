@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunesmith.serve.think import ThinkSplitter
+from tunesmith.infer.think import ThinkSplitter
 
 CASES = [
     # (answer text, template opened the block in the prompt, reasoning, content)
