@@ -153,6 +153,10 @@ CASES = [
     ("lm-eval-unknown-task", ["eval", "lm-eval", "--model", "{tiny}", "--tasks", "tiny_mcc", "--include_path", "tasks",
                               "--out", "res"], LM_EVAL_TASK, "unknown task 'tiny_mcc'"),
     # --- output policy: foreign files, out = input, out inside an input folder (issue 23)
+    ("train-foreign-adapter", ["train", "--model", "{tiny}", "--adapter", "{foreign_adapter}", "--data.path",
+                               "d.jsonl", "--output_dir", "r"],
+     _write("d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'),
+     "was trained on"),
     ("convert-over-user-txt", ["data", "convert", "in.jsonl", "--to", "alpaca", "notes.txt"],
      _all(IN, _write("notes.txt", "my notes\n")), "OUT notes.txt was not written by tunesmith"),
     ("convert-over-user-json", ["data", "convert", "in.jsonl", "--to", "alpaca", "cfg.json"],

@@ -156,10 +156,12 @@ def setup(cfg: TrainConfig) -> Run:
 
 
 def _apply_lora(model, cfg: TrainConfig):
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
 
-    if cfg.adapter:
-        return PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
+    if cfg.adapter:  # an adapter of another base is one line (the shape check chat and predict make)
+        from ..models.load import apply_adapter
+
+        return apply_adapter(model, Path(cfg.adapter), Path(cfg.model), is_trainable=True)
     lc = cfg.lora
     targets = "all-linear" if lc.target_modules == ["all-linear"] else lc.target_modules
     config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=targets,

@@ -34,6 +34,10 @@ def prepare_data(cfg: TrainConfig) -> tuple[Path, object, Objective, tuple[list,
     model_dir = resolve_model(cfg.model)
     if cfg.adapter and not is_adapter_dir(cfg.adapter):
         raise UserError(f"adapter {cfg.adapter} not found: expected a folder with adapter_config.json")
+    if cfg.adapter:  # trained on another base: said before any data or weights load
+        from ..models.lineage import check_lineage
+
+        check_lineage(model_dir.resolve(), cfg.model, [Path(cfg.adapter)], action="trained further on", skip_hint="")
     tok = load_tokenizer(model_dir, cfg.adapter, cfg.trust_remote_code)
     objective = get(cfg.objective)
     return model_dir, tok, objective, objective.prepare(cfg, tok)
