@@ -153,6 +153,20 @@ CASES = [
     ("lm-eval-unknown-task", ["eval", "lm-eval", "--model", "{tiny}", "--tasks", "tiny_mcc", "--include_path", "tasks",
                               "--out", "res"], LM_EVAL_TASK, "unknown task 'tiny_mcc'"),
     # --- output policy: foreign files, out = input, out inside an input folder (issue 23)
+    ("task-out-existing", ["synth", "task", "multiply", "--n", "4", "--out", "notes.jsonl"],
+     _write("notes.jsonl", "mine\n"), "out notes.jsonl was not written by tunesmith"),
+    ("task-check-missing-file", ["synth", "task", "multiply", "--check", "nowhere.jsonl"], None, "nowhere.jsonl"),
+    ("task-bad-digits", ["synth", "task", "multiply", "--digits", "0,2", "--out", "o.jsonl"], None, "digits"),
+    ("preference-out-is-chosen", ["synth", "preference", "--chosen", "a.jsonl", "--rejected", "b.jsonl", "--out",
+                                  "a.jsonl"], _all(_write("a.jsonl", '{"id": 1, "response": "x"}\n'),
+                                                   _write("b.jsonl", '{"id": 1, "response": "y"}\n')),
+     "out a.jsonl is the input a.jsonl"),
+    ("preference-only-chosen", ["synth", "preference", "--chosen", "a.jsonl", "--out", "p.jsonl"],
+     _write("a.jsonl", '{"id": 1, "response": "x"}\n'), "pass both answer files"),
+    ("replay-out-existing", ["synth", "replay", "--model", "{tiny}", "--out", "notes.jsonl"],
+     _write("notes.jsonl", "mine\n"), "out notes.jsonl was not written by tunesmith"),
+    ("replay-out-inside-model", ["synth", "replay", "--model", "m", "--out", "m/replay.jsonl"],
+     lambda cwd, fx: __import__("shutil").copytree(fx["tiny"], cwd / "m"), "is inside the input folder m"),
     ("train-foreign-adapter", ["train", "--model", "{tiny}", "--adapter", "{foreign_adapter}", "--data.path",
                                "d.jsonl", "--output_dir", "r"],
      _write("d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'),
@@ -405,4 +419,4 @@ def test_bad_input_is_one_line_and_leaves_disk_alone(case, results):
 
 
 def test_there_are_enough_cases():
-    assert len({c[0] for c in CASES}) == len(CASES) >= 25
+    assert len({c[0] for c in CASES}) == len(CASES) >= 80

@@ -135,6 +135,27 @@ def test_adapter_changes_the_answer(server, embedded_dir, lora_dir):
     finally:
         tuned.close()
     assert a != greedy(server.client()).choices[0].message.content
+    # The same adapter named beside the base: a request picks it by "model", from one copy of the base.
+    both = Running(server.cfg.model_copy(update={"named_adapters": {"tuned": str(lora_dir)}}))
+    try:
+        c = both.client()
+        assert [m.id for m in c.models.list().data] == [NAME, "tuned"]
+        answers = {}
+
+        def ask(model):
+            answers[model] = c.chat.completions.create(model=model, messages=Q, temperature=0, max_tokens=12)
+
+        threads = [threading.Thread(target=ask, args=(m,)) for m in (NAME, "tuned")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(openai.NotFoundError, match="serves 'smollm2', 'tuned'"):
+            c.chat.completions.create(model="other", messages=Q, max_tokens=2)
+    finally:
+        both.close()
+    assert answers["tuned"].choices[0].message.content == a
+    assert answers[NAME].choices[0].message.content == greedy(server.client()).choices[0].message.content
 
 
 def test_api_key_is_required_when_set(embedded_dir, tiny_model, monkeypatch):
