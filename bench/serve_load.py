@@ -4,7 +4,13 @@ and the batching gain.
 
     .venv/bin/python bench/serve_load.py [--model smollm2-135m-instruct] [--clients 64] [--max_tokens 32]
 
-Starts the server as a subprocess (``tunesmith serve``) on a free port unless ``--url`` names one.
+With ``--peer``: the same model side by side with llama.cpp's own OpenAI server (llama-cpp-python's
+``llama_cpp.server``, which needs ``pip install 'llama-cpp-python[server]==0.3.36'``) on the GGUF files
+``tunesmith export gguf`` writes (f16 and q8_0, made once under bench/.cache/), at 1, 16 and 64
+concurrent streaming clients (``--clients 1,16,64``): requests/s, tokens/s, TTFT p50/p95 and errors per
+server, one server at a time on the same CPU, as a markdown table.
+
+Starts each server as a subprocess on a free port unless ``--url`` names one (tunesmith only).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import openai
 
@@ -58,31 +65,108 @@ async def run(url: str, model: str, n: int, max_tokens: int, concurrent: bool) -
             "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(q[18], 3)}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 300) -> bool:
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=5):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def start_tunesmith(model: str, max_batch: int) -> tuple[subprocess.Popen, str, str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", model, "--port", str(port),
+                             "--max_batch", str(max_batch), "--max_queue", str(max(256, max_batch)),
+                             "--served_name", "bench"], stdout=subprocess.DEVNULL, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    if not _wait_http(url, proc):
+        raise SystemExit("tunesmith serve did not start")
+    return proc, url, "bench"
+
+
+def start_llamacpp(gguf: str, threads: int) -> tuple[subprocess.Popen, str, str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
+                             "--model_alias", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    if not _wait_http(url, proc):
+        raise SystemExit("llama_cpp.server did not start: pip install 'llama-cpp-python[server]==0.3.36'")
+    return proc, url, "bench"
+
+
+def export_gguf(model: str) -> dict[str, str]:
+    """The model's f16 and q8_0 GGUF files, exported once by ``tunesmith export gguf``."""
+    out = Path(__file__).resolve().parent / ".cache" / f"gguf-{Path(model).name}"
+    files = {q: str(out / f"model-{q}.gguf") for q in ("f16", "q8_0")}
+    if not all(Path(f).is_file() for f in files.values()):
+        subprocess.run([sys.executable, "-m", "tunesmith.cli", "export", "gguf", "--model", model, "--out", str(out),
+                        "--quant", "f16,q8_0", "--overwrite"], check=True)
+    return files
+
+
+def side_by_side(args) -> int:
+    clients = [int(c) for c in args.clients.split(",")]
+    files = export_gguf(args.model)
+    threads = os.cpu_count() or 2
+    servers = [("tunesmith serve (HF weights)", lambda: start_tunesmith(args.model, max(clients))),
+               ("llama.cpp server, f16", lambda: start_llamacpp(files["f16"], threads)),
+               ("llama.cpp server, q8_0", lambda: start_llamacpp(files["q8_0"], threads))]
+    rows, bad = [], 0
+    for label, start in servers:
+        proc, url, name = start()
+        try:
+            asyncio.run(run(url, name, 2, args.max_tokens, True))  # warm-up
+            for n in clients:
+                r = asyncio.run(run(url, name, n, args.max_tokens, True))
+                r["server"], r["clients"] = label, n
+                bad += r["errors"]
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    print("\n| server | clients | requests/s | tokens/s | TTFT p50 s | TTFT p95 s | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['server']} | {r['clients']} | {r['req_per_s']} | {r['tok_per_s']} | {r['ttft_p50_s']} | "
+              f"{r['ttft_p95_s']} | {r['errors']} |")
+    return 0 if bad == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--clients", default="64", help="one count, or a comma list with --peer (e.g. 1,16,64)")
     ap.add_argument("--max_tokens", type=int, default=32)
-    ap.add_argument("--url", help="an already running server (else one is started)")
+    ap.add_argument("--url", help="an already running tunesmith server (else one is started)")
+    ap.add_argument("--peer", action="store_true", help="side by side with llama.cpp's server on the same GGUF")
     args = ap.parse_args()
+    if args.peer:
+        return side_by_side(args)
+    n = int(args.clients)
     proc = None
     url, name = args.url, args.model
     if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", args.model, "--port", str(port),
-                                 "--max_batch", str(args.clients), "--served_name", "bench"],
-                                stdout=subprocess.PIPE, text=True, env={**os.environ})
-        line = proc.stdout.readline()
-        if not line.startswith("serving"):
-            print("server did not start", file=sys.stderr)
-            return 1
-        url, name = f"http://127.0.0.1:{port}", "bench"
+        proc, url, name = start_tunesmith(args.model, n)
     try:
         asyncio.run(run(url, name, 4, args.max_tokens, True))  # warm-up
-        conc = asyncio.run(run(url, name, args.clients, args.max_tokens, True))
-        seq = asyncio.run(run(url, name, args.clients, args.max_tokens, False))
+        conc = asyncio.run(run(url, name, n, args.max_tokens, True))
+        seq = asyncio.run(run(url, name, n, args.max_tokens, False))
     finally:
         if proc is not None:
             proc.terminate()

@@ -31,7 +31,7 @@ def run_jobs(engine: Engine, *specs: dict) -> list[list]:
     rows: ``[[(ids, text, finish), …n], …]``."""
     q = queue.Queue()
     jobs = [Job(events=q, **s) for s in specs]
-    engine.loop.submit(*jobs)
+    engine.submit(*jobs)
     got = {id(j): [[[], "", None] for _ in range(j.n)] for j in jobs}
     left = sum(j.n for j in jobs)
     while left:
@@ -205,9 +205,10 @@ def test_a_named_adapter_of_another_base_is_one_line(embedded_dir, tiny_model, a
 def test_the_queue_is_bounded_and_a_cancelled_row_frees_its_slot(tiny_model):
     tiny = Engine.load(str(tiny_model), max_batch=1, max_queue=1)
     prompt = tiny.prompt_ids(CONVS[0])
-    running = tiny.submit(Job(prompt, GenParams(max_new_tokens=2000)))
+    running, waiting = Job(prompt, GenParams(max_new_tokens=2000)), Job(prompt, GenParams(max_new_tokens=2))
+    tiny.submit(running)
     assert running.started.wait(60)
-    waiting = tiny.submit(Job(prompt, GenParams(max_new_tokens=2)))
+    tiny.submit(waiting)
     with pytest.raises(QueueFull):
         tiny.submit(Job(prompt, GenParams(max_new_tokens=2)))
     running.cancel()

@@ -33,8 +33,8 @@ class Engine:
         self.tok = tokenizer
         self.stop_ids = end_of_turn_ids(tokenizer)
         self.adapters = tuple(adapters)
-        self.loop = Scheduler(model, tokenizer, self.stop_ids, max_batch, max_queue, prefill_rows,
-                              adapters=bool(self.adapters))
+        self.scheduler = Scheduler(model, tokenizer, self.stop_ids, max_batch, max_queue, prefill_rows,
+                                   adapters=bool(self.adapters))
 
     @classmethod
     def load(cls, model: str, adapter: str | list[str] | None = None, dtype: str | None = None,
@@ -73,20 +73,21 @@ class Engine:
             raise UserError(f"adapter '{adapter}' is not loaded (named adapters: {have})")
 
     # ---- the job API (the server) ----
-    def submit(self, job: Job, bounded: bool = True) -> Job:
-        """Queue ``job`` for the decode loop (started on first use). Raises QueueFull when ``bounded``
-        and more than ``max_queue`` rows would wait; UserError for an adapter that is not loaded."""
-        self._check_adapter(job.adapter)
-        self.loop.submit(job, bounded=bounded)
-        return job
+    def submit(self, *jobs: Job, bounded: bool = True) -> None:
+        """Queue ``jobs`` for the decode loop (started on first use); jobs submitted together are prefilled
+        together (up to ``prefill_rows``). Raises QueueFull, queueing none, when ``bounded`` and more than
+        ``max_queue`` rows would wait; UserError for an adapter that is not loaded."""
+        for job in jobs:
+            self._check_adapter(job.adapter)
+        self.scheduler.submit(*jobs, bounded=bounded)
 
     def stop(self) -> None:
         """End every running and waiting row (finish "error") and the decode thread."""
-        self.loop.stop()
+        self.scheduler.stop()
 
     @property
     def stats(self) -> dict:
-        return self.loop.stats
+        return self.scheduler.stats
 
     # ---- the sync API (the verbs) ----
     def answers(self, batch: list[list[dict[str, Any]]], params: GenParams | None = None,
@@ -95,13 +96,12 @@ class Engine:
         at once; the loop decodes up to ``max_batch`` of them together. Closing the iterator cancels the rest."""
         p = params or GenParams()
         check_constraint(p, len(batch))
-        self._check_adapter(adapter)
         events: queue.Queue[Event] = queue.Queue()
         jobs = [Job(self.prompt_ids(m, p.enable_thinking), p, adapter=adapter, events=events) for m in batch]
         where = {id(j): k for k, j in enumerate(jobs)}
         texts: list[list[str]] = [[] for _ in jobs]
         try:
-            self.loop.submit(*jobs, bounded=False)
+            self.submit(*jobs, bounded=False)
             for _ in jobs:
                 while True:
                     ev = events.get()
@@ -128,7 +128,8 @@ class Engine:
                adapter: str | None = None) -> Iterator[str]:
         """Pieces of the answer to ``messages`` as they are decoded (stop strings already cut)."""
         p = params or GenParams()
-        job = self.submit(Job(self.prompt_ids(messages, p.enable_thinking), p, adapter=adapter), bounded=False)
+        job = Job(self.prompt_ids(messages, p.enable_thinking), p, adapter=adapter)
+        self.submit(job, bounded=False)
         try:
             while True:
                 ev = job.events.get()

@@ -242,6 +242,8 @@ class Scheduler:
                             r.fail(f"{type(e).__name__}: {e}")
 
     def _forward(self, rows: list[_Row], **kw):
+        # Rows of different adapters share each step (PEFT's mixed batch): measured faster than a step per
+        # adapter group (docs/serve.md, "Named adapters": 230 ms for 4 + 4 rows against 2 × 169 ms).
         names = {"adapter_names": [r.job.adapter or BASE for r in rows]} if self.adapters else {}
         return self.model(use_cache=True, **kw, **names)
 
