@@ -97,7 +97,8 @@ class Engine:
         p = params or GenParams()
         check_constraint(p, len(batch))
         events: queue.Queue[Event] = queue.Queue()
-        jobs = [Job(self.prompt_ids(m, p.enable_thinking), p, adapter=adapter, events=events) for m in batch]
+        jobs = [Job(self.prompt_ids(m, p.enable_thinking), p, adapter=adapter, events=events, stream=False)
+                for m in batch]
         where = {id(j): k for k, j in enumerate(jobs)}
         texts: list[list[str]] = [[] for _ in jobs]
         try:

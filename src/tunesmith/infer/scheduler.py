@@ -45,15 +45,16 @@ class Event:
 class Job:
     """One request: ``n`` rows answering one prompt (token ids) with ``params``, on ``adapter`` (a
     name given to ``Engine.load``; None: the base), ``logprobs``: None, or how many alternatives to
-    return beside each chosen token's logprob. With ``loop`` (the server) events arrive on that
+    return beside each chosen token's logprob; ``stream``: False sends each row's text in one event, when
+    it ends (the verbs: no per-token traffic). With ``loop`` (the server) events arrive on that
     asyncio loop in ``events`` (an asyncio.Queue) and ``started`` is an asyncio.Event; without, in a
     ``queue.Queue`` (``events``, which several jobs may share) and ``started`` is a threading.Event."""
 
     def __init__(self, prompt: list[int], params: GenParams | None = None, n: int = 1, adapter: str | None = None,
                  logprobs: int | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 events: queue.Queue | None = None):
+                 events: queue.Queue | None = None, stream: bool = True):
         self.prompt, self.params, self.n = list(prompt), params or GenParams(), n
-        self.adapter, self.logprobs, self.loop = adapter, logprobs, loop
+        self.adapter, self.logprobs, self.loop, self.stream = adapter, logprobs, loop, stream
         if n < 1:
             raise ValueError("n must be at least 1")
         check_constraint(self.params, n)
@@ -92,6 +93,7 @@ class _Row:
         self.job, self.index, self.tok = job, index, tok
         self.ids: list[int] = []
         self.emitted = 0            # characters of the decoded text already sent
+        self.scanned = 0            # characters already searched for stop strings (less ``hold``)
         self.pending_lp: list[dict] = []
         self.pending_ids: list[int] = []
         self.done = False
@@ -122,9 +124,13 @@ class _Row:
         self.pending_ids.append(token)
         if lp is not None:
             self.pending_lp.append(lp)
+        if not (s.stop or self.job.stream):  # no text to look at before the end: decode once, then
+            if constraint_done or len(self.ids) >= s.max_new_tokens:
+                self.finish("stop" if constraint_done else "length")
+            return
         full = self.tok.decode(self.ids, skip_special_tokens=True)
         # A stop string may end inside this token; search only where it could start anew.
-        start = max(0, self.emitted - self.hold)
+        start = max(0, self.scanned - self.hold)
         cuts = [i for i in (full.find(x, start) for x in s.stop) if i >= 0]
         if cuts:
             self.finish("stop", full[:min(cuts)])
@@ -134,7 +140,8 @@ class _Row:
             self.finish("length", full)
         elif not full.endswith("\ufffd"):  # an incomplete UTF-8 character waits for its next byte
             safe = len(full) - self.hold   # text that might be the start of a stop string waits too
-            if safe > self.emitted:
+            self.scanned = max(self.scanned, safe)
+            if self.job.stream and safe > self.emitted:
                 self._push(full[self.emitted:safe])
                 self.emitted = safe
 

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..infer import GenParams, Job, QueueFull
 from ..infer.context import ContextExceeded, model_context, room_for_answer
 from ..infer.think import ThinkSplitter
-from . import tools
+from .tools import ChoiceCalls, ToolPlan, answer_constraint, plan, probe, prompt_ids, template_messages
 from .protocol import ChatRequest, CompletionRequest, Refused, explain, refuse_unhonoured
 
 PAGE = Path(__file__).with_name("page") / "index.html"
@@ -40,7 +40,7 @@ class State:
         from ..models.template import supports_thinking
 
         self.thinking = supports_thinking(self.tok)
-        self.tools = tools.probe(self.tok)  # does the template render tools, and how it writes a call
+        self.tools = probe(self.tok)  # does the template render tools, and how it writes a call
         self.created = int(time.time())
 
 
@@ -146,22 +146,22 @@ def build_app(st: State) -> FastAPI:
     async def chat(req: ChatRequest, request: Request):
         adapter = check_model(req)
         refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n, structured=True)
-        tp = tools.plan(req, st.tools)
+        tp = plan(req, st.tools)
         think = (req.chat_template_kwargs or {}).get("enable_thinking")
-        msgs = tools.template_messages(req)
+        msgs = template_messages(req)
         try:
-            prompt = tools.prompt_ids(st.tok, msgs, tp.offered, think)
+            prompt = prompt_ids(st.tok, msgs, tp.offered, think)
             prompt_text = st.tok.decode(prompt[-32:])
         except Exception as e:  # noqa: BLE001 — a template that rejects the conversation (roles, order)
             raise Refused("messages", f"the chat template rejects these messages: {e}", "invalid_value") from None
-        constraint = tools.constraint(st.tok, req, tp, st.tools.fmt, prompt_text)  # structured output, forced calls
+        constraint = answer_constraint(st.tok, req, tp, st.tools.fmt, prompt_text)  # structured output, forced calls
         if constraint is not None and prompt_text.rstrip().endswith("<think>"):
             raise Refused("chat_template_kwargs.enable_thinking", "response_format and forced tool calls need "
                           "enable_thinking: false on this model (its template opens a think block)", "invalid_value")
         asked = req.max_completion_tokens or req.max_tokens
         params = _sampling(req, _budget(st, prompt, asked, st.cfg.max_tokens)).with_constraint(constraint)
         job = Job(prompt, params, req.n, adapter, (req.top_logprobs or 0) if req.logprobs else None,
-                  asyncio.get_running_loop())
+                  asyncio.get_running_loop(), stream=req.stream)
         if (busy := await _admit(st, job)) is not None:
             return busy
         # A template that opens the think block itself (the prompt ends in "<think>") starts in reasoning.
@@ -182,7 +182,7 @@ def build_app(st: State) -> FastAPI:
         if any(t < 0 or t >= len(st.tok) for t in prompt):
             raise Refused("prompt", f"token ids must be in [0, {len(st.tok)})", "invalid_value")
         params = _sampling(req, _budget(st, prompt, req.max_tokens, 16))
-        job = Job(prompt, params, req.n, adapter, req.logprobs, asyncio.get_running_loop())
+        job = Job(prompt, params, req.n, adapter, req.logprobs, asyncio.get_running_loop(), stream=req.stream)
         if (busy := await _admit(st, job)) is not None:
             return busy
         return await _completion_answer(st, req, job)
@@ -209,10 +209,10 @@ async def _events(job: Job):
         job.cancel()  # client gone or answer complete: the engine drops any row still running
 
 
-async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, request: Request, tp: tools.ToolPlan):
+async def _chat_answer(st: State, req: ChatRequest, job: Job, opened: bool, request: Request, tp: ToolPlan):
     cid, created, name = f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), st.cfg.served_name
     split = [ThinkSplitter(opened) for _ in range(req.n)]
-    calls = [tools.ChoiceCalls(tp, st.tools.fmt) for _ in range(req.n)]  # tool calls parsed out of the content
+    calls = [ChoiceCalls(tp, st.tools.fmt) for _ in range(req.n)]  # tool calls parsed out of the content
     done: dict[int, int] = {}
 
     def lps(ev) -> list[dict]:

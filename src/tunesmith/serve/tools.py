@@ -194,7 +194,7 @@ def template_messages(req: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-def constraint(tok, req: ChatRequest, tp: ToolPlan, fmt: CallFormat | None, prompt_text: str):
+def answer_constraint(tok, req: ChatRequest, tp: ToolPlan, fmt: CallFormat | None, prompt_text: str):
     """The grammar the answer must follow (None: free text): a forced call, JSON for response_format,
     or — tools offered and a response_format — either a call or that JSON."""
     schema = None
