@@ -80,6 +80,15 @@ def test_greedy_equals_transformers_generate_single_and_batched(base):
     assert lengths[0] < lengths[-1] == 32  # some rows ended early (and left the batch), one ran to the limit
 
 
+def test_stop_strings_cut_sync_answers_and_streams(base):
+    q, p = CONVS[1], GenParams(max_new_tokens=24)
+    full = base.generate([q], p)[0]
+    word = full.split()[3]
+    cut = p.model_copy(update={"stop": [word, "zzqq"]})
+    assert base.generate([q], cut) == [full[:full.index(word)].strip()]
+    assert "".join(base.stream(q, cut)).strip() == full[:full.index(word)].strip()
+
+
 class OnlyThen:
     """A hand-written constraint: allows exactly ``ids`` in order, then only ``end``."""
 

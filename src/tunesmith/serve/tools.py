@@ -121,7 +121,8 @@ class ToolPlan:
 
 def plan(req: ChatRequest, support: ToolSupport) -> ToolPlan:
     """What the request asks of tools, checked against what the template can do (400s name the field)."""
-    tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
+    # What the template shows the model; ``strict`` is a request flag (the schema is enforced when a call is forced).
+    tools = [t.model_dump(exclude_none=True, exclude={"function": {"strict"}}) for t in req.tools or []]
     choice = req.tool_choice
     named = None
     if isinstance(choice, dict):
