@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import json
 import queue
+import subprocess
+import sys
 import time
 import weakref
 
@@ -238,3 +240,13 @@ def test_an_engine_nobody_holds_is_freed(tiny_model):
         gc.collect()
         time.sleep(0.05)
     assert ref() is None, "the decode thread keeps the model alive"
+
+
+def test_a_process_that_ends_right_after_an_answer_exits_cleanly(embedded_dir):
+    # The decode thread may still be finishing its step when the caller has its answer and exits: Python
+    # must wait for it (torch mid-step in a thread at interpreter exit aborts: "terminate called…").
+    code = ("import sys; from tunesmith.infer import Engine, GenParams; e = Engine.load(sys.argv[1]); "
+            "print(''.join(e.stream([{'role': 'user', 'content': 'hi'}], GenParams(max_new_tokens=3))))")
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code, str(embedded_dir)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-300:]
