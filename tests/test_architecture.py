@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = ("data", "synth", "train", "eval", "export", "infer", "serve", "models")
+STAGES = ("data", "synth", "train", "eval", "export", "infer", "serve", "models", "tasks")
 # Arrows the design forbids between stages: synth makes data and never trains or evaluates;
-# eval reads models and outputs, never synth or train.
-FORBIDDEN = {("synth", "train"), ("synth", "eval"), ("eval", "synth"), ("eval", "train")}
+# eval reads models and outputs, never synth or train; the task home (generators, checkers,
+# answer scoring, rewards) is read by synth, eval and train and reads none of them.
+FORBIDDEN = {("synth", "train"), ("synth", "eval"), ("eval", "synth"), ("eval", "train"),
+             ("tasks", "synth"), ("tasks", "eval"), ("tasks", "train"), ("tasks", "jobs")}
 # The top-level modules every layer may use; they use no stage and nothing above the stages. (The
 # registry names verbs by "module:attr" strings, imported when a verb runs: no import arrow.)
 SHARED = ("config", "errors", "fsutil", "jsonl", "manifest", "registry", "outputs", "home")

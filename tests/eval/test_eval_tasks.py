@@ -7,8 +7,9 @@ import json
 import pytest
 
 from tunesmith.errors import UserError
-from tunesmith.eval.tasks import (EvalTasksConfig, as_label, classification, correct, label_logprobs, last_number,
-                                  normalise, read_task, retention_items, run_eval, shot_turns)
+from tunesmith.eval.tasks import (EvalTasksConfig, classification, label_logprobs, read_task, retention_items, run_eval,
+                                  shot_turns)
+from tunesmith.tasks.answers import as_label, correct, last_number, normalise
 
 
 def test_extractors_and_matching():

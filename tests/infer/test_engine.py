@@ -243,10 +243,13 @@ def test_an_engine_nobody_holds_is_freed(tiny_model):
 
 
 def test_a_process_that_ends_right_after_an_answer_exits_cleanly(embedded_dir):
-    # The decode thread may still be finishing its step when the caller has its answer and exits: Python
-    # must wait for it (torch mid-step in a thread at interpreter exit aborts: "terminate called…").
-    code = ("import sys; from tunesmith.infer import Engine, GenParams; e = Engine.load(sys.argv[1]); "
-            "print(''.join(e.stream([{'role': 'user', 'content': 'hi'}], GenParams(max_new_tokens=3))))")
-    for _ in range(3):
+    # As `tunesmith chat --prompt`: the engine is a local of a function that returns the answer, and the
+    # process ends. The decode thread, finishing, drops the last reference to the model: Python must wait
+    # for it (a daemon thread freeing torch tensors during interpreter exit aborts: "terminate called…").
+    code = ("import sys\nfrom tunesmith.infer import Engine, GenParams\n"
+            "def answer():\n    e = Engine.load(sys.argv[1])\n"
+            "    return ''.join(e.stream([{'role': 'user', 'content': 'hi'}], GenParams(max_new_tokens=3)))\n"
+            "print(answer())")
+    for _ in range(2):
         r = subprocess.run([sys.executable, "-c", code, str(embedded_dir)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-300:]

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunesmith.errors import UserError
-from tunesmith.synth.tasks import TASKS, TaskConfig, check_row, is_test, make_rows, pairs, parse_question, task
+from tunesmith.synth.tasks import TaskConfig, make_rows, task
+from tunesmith.tasks.arith import TASKS, check_row, is_test, pairs, parse_question
 
 digit_counts = st.integers(1, 4)
 langs = st.sampled_from(["zh", "en"])

@@ -2,24 +2,9 @@
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any
 
-
-def mentions(text: str, values: list[str]) -> bool:
-    """Whether ``text`` names any of ``values`` (case-insensitive). Latin names match as whole
-    words ("Mira" is not in "admiral"); CJK names match anywhere, as CJK has no spaces."""
-    for v in values:
-        if not v:
-            continue
-        pattern = re.escape(v.casefold())
-        if v[0].isascii() and v[0].isalnum():
-            pattern = r"(?<![a-z0-9])" + pattern
-        if v[-1].isascii() and v[-1].isalnum():
-            pattern += r"(?![a-z0-9])"
-        if re.search(pattern, text.casefold()):
-            return True
-    return False
+from ..tasks.answers import mentions  # the one copy of "does this answer name it" (the task home)
 
 
 def identity_scores(probes: list[dict[str, Any]], answers: list[str], names: list[str], authors: list[str]) -> dict:

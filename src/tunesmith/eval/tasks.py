@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -34,11 +33,9 @@ from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
-from .metrics import mentions
+from ..tasks.answers import as_label, correct, mentions  # the one copy of answer extraction (the task home)
 
 KINDS = ("number", "exact", "contains", "label")
-NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
-END_PUNCT = " \t\n.。!！?？,，;；:：\"'“”‘’()（）[]【】"
 
 
 class EvalTasksConfig(AdaptedModelSection, Replaceable):
@@ -59,34 +56,6 @@ class EvalTasksConfig(AdaptedModelSection, Replaceable):
                                                 "prompt as earlier user/assistant turns (a few-shot prompted "
                                                 "baseline, e.g. one worked chain of thought); not for retention")
     n_shots: int = Field(1, ge=1, description="how many rows of the shots file to show")
-
-
-# ---------------------------------------------------------------- answers: extract and compare
-
-def last_number(text: str) -> str | None:
-    """The final number of a text ("所以，最终结果是231610" → "231610"; thousands commas dropped)."""
-    found = NUMBER.findall(text or "")
-    return found[-1].replace(",", "") if found else None
-
-
-def normalise(text: str) -> str:
-    t = unicodedata.normalize("NFKC", text or "").casefold()
-    return " ".join(t.split()).strip(END_PUNCT)
-
-
-def correct(kind: str, answer: str, expect: str) -> bool:
-    if kind == "number":
-        got = last_number(answer)
-        return got is not None and got == last_number(expect)
-    if kind == "contains":
-        return normalise(expect) in normalise(answer)
-    return normalise(answer) == normalise(expect)
-
-
-def as_label(answer: str, labels: list[str]) -> str | None:
-    """The label a generated answer names exactly (normalised), else None."""
-    n = normalise(answer)
-    return next((l for l in labels if normalise(l) == n), None)
 
 
 # ---------------------------------------------------------------- task files

@@ -188,7 +188,7 @@ class Scheduler:
             if self._thread is None:  # the decode thread starts on first use and ends when idle
                 # Not a daemon: Python waits for it at exit (it ends once its rows do), so a process never
                 # ends with torch mid-step in another thread (an abort, "terminate called…").
-                self._thread = threading.Thread(target=self._run, name="tunesmith-engine", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="tunesmith-engine")
                 self._thread.start()
 
     def stop(self) -> None:

@@ -1,7 +1,7 @@
 """The training recipe's schema: ``tunesmith train recipe.yaml lora.r=32 train.lr=2e-4``."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -70,6 +70,48 @@ class PrefSettings(Section):
                                                      "added to the loss (LLaMA-Factory's pref_ftx)")
 
 
+class RewardSpec(Section):
+    name: str = Field(..., description="a reward of the task home (tasks/rewards.py): multiply, add, label, format, "
+                                       "identity, length, prefix")
+    weight: float = Field(1.0, description="its weight in the summed reward")
+    options: dict[str, Any] = Field(default_factory=dict, description="its settings: identity {names: [...]}, length "
+                                                                      "{max_chars: N}, prefix {text: ...}")
+
+    @model_validator(mode="after")
+    def _known(self):
+        from ..tasks.rewards import build
+
+        build(self.name, self.options)  # an unknown name or option is one line, before any work
+        return self
+
+
+class GRPOSettings(Section):
+    num_generations: int = Field(8, ge=2, description="completions sampled per prompt (the group G); a step has "
+                                                      "batch_size × grad_accum prompts, each with G completions")
+    max_completion_length: int = Field(256, gt=0, description="most tokens per completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (the log-probabilities are taken at it too)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of the rollouts")
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens; 0 = off")
+    beta: float = Field(0.0, ge=0, description="weight of the KL term to the reference (the adapter switched off); "
+                                               "0 = no reference pass")
+    kl_bias_correction: bool = Field(True, description="multiply the KL term by the probability ratio (TRL's "
+                                                       "use_bias_correction_kl): the unbiased reverse-KL gradient")
+    epsilon: float = Field(0.2, gt=0, description="lower clip of the probability ratio (1 - epsilon)")
+    epsilon_high: float | None = Field(None, gt=0, description="upper clip (1 + epsilon_high; default epsilon; DAPO: "
+                                                               "0.28)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
+        "dapo", description="grpo: each completion's mean over its tokens, averaged; dr_grpo: token sum / (completions × "
+                            "max_completion_length); dapo: token sum / tokens of the global batch; bnpo: as dapo")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="advantage = (reward − group mean) / std of the group, of the whole batch, or not "
+                             "divided (none: Dr. GRPO)")
+    mask_truncated_completions: bool = Field(False, description="leave completions cut at max_completion_length out "
+                                                                "of the loss (DAPO)")
+    enable_thinking: bool | None = Field(None, description="thinking switch of templates that have one; the format "
+                                                           "reward expects a think block when on")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="the rewards, summed with their weights")
+
+
 def lift_train_dtype(data):
     """Old recipes set ``train.dtype``; it now lives in the model section as ``dtype``. Move it
     there before validation (a config that sets both to different values is refused)."""
@@ -91,15 +133,17 @@ def lift_train_dtype(data):
 
 class TrainConfig(ModelSection):
     adapter: str | None = Field(None, description="continue training this existing LoRA adapter (a run folder)")
-    objective: Literal["sft", "dpo", "ipo", "simpo"] = Field(
+    objective: Literal["sft", "dpo", "ipo", "simpo", "grpo"] = Field(
         "sft", description="what is learned: sft (supervised fine-tuning on the answers); dpo, ipo or simpo "
-                           "(preference pairs: chosen/rejected answers, settings in pref)")
+                           "(preference pairs: chosen/rejected answers, settings in pref); grpo (reinforcement "
+                           "learning on prompts: completions sampled and rewarded in each step, settings in grpo)")
     method: Literal["lora", "full", "qlora"] = Field(
         "lora", description="lora: train an adapter; full: train every weight; qlora: an adapter on a 4-bit NF4 "
                             "base (CUDA + bitsandbytes)")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method: lora)")
     pref: PrefSettings = Field(default_factory=PrefSettings, description="preference settings (objective: dpo, ipo, "
                                                                          "simpo)")
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="online RL settings (objective: grpo)")
     data: DataConfig = Field(default_factory=DataConfig, description="datasets, mixing and rendering")
     train: LoopSettings = Field(default_factory=LoopSettings, description="optimizer, schedule and loop")
     output_dir: str | None = Field(None, description="run folder (default: runs/<objective>-<time>)")
@@ -116,6 +160,13 @@ class TrainConfig(ModelSection):
             raise ValueError("adapter: continuing an adapter needs method: lora")
         if self.objective == "ipo" and self.pref.label_smoothing:
             raise ValueError("pref.label_smoothing: IPO has no label smoothing (dpo and simpo do); set it to 0")
+        if self.objective == "grpo" and not self.grpo.rewards:
+            raise ValueError("grpo.rewards: name at least one reward, e.g. [{name: multiply}]")
+        if self.objective == "grpo" and self.nproc > 1:
+            raise ValueError("nproc: grpo runs in one process for now; set nproc: 1")
+        if self.objective == "grpo" and self.data.val_size:
+            raise ValueError("data.val_size: grpo has no validation loss; measure it with an eval_tasks stage (or "
+                             "`tunesmith eval tasks`) and remove val_size")
         if self.train.packing and self.objective != "sft":
             raise ValueError(f"train.packing: {self.objective} trains on pairs of padded rows; remove train.packing")
         if self.train.kernels == "liger" and self.device == "cpu":

@@ -20,7 +20,7 @@ def step_or_explain(run, step_micro: list[list[int]], step: int) -> tuple[float,
     import torch
 
     try:
-        return train_step(run, step_micro)
+        return train_step(run, step_micro, step)
     except torch.OutOfMemoryError:
         biggest = max(step_micro, key=lambda part: sum(run.lengths[i] for i in part))
         tokens = max((run.lengths[i] for i in biggest), default=0)
@@ -30,21 +30,22 @@ def step_or_explain(run, step_micro: list[list[int]], step: int) -> tuple[float,
         raise UserError(oom_message(step, len(biggest), tokens, run.cfg.train, run.cfg.data.cutoff_len)) from None
 
 
-def train_step(run, step_micro: list[list[int]]) -> tuple[float, float, dict]:
+def train_step(run, step_micro: list[list[int]], step: int = 0) -> tuple[float, float, dict]:
     """One optimizer step over one global batch (``world × accum`` micro-batches, micro-batch m
     on rank m % world); returns (global mean loss, grad norm, the objective's metrics as
-    global means)."""
+    global means). An online objective first builds the batch from the live model (``rollout``)."""
     import torch
 
     acc, loop, obj = run.accelerator, run.cfg.train, run.objective
+    parts, batch_metrics = obj.rollout(run.model, run.tokenizer, [[run.train_rows[i] for i in part]
+                                                                  for part in step_micro], step, loop.seed)
     # Every process knows the whole global batch, so the normaliser needs no communication.
-    normaliser = obj.count([run.train_rows[i] for part in step_micro for i in part])
-    micro = step_micro[acc.process_index::acc.num_processes]
+    normaliser = obj.count([row for part in parts for row in part])
+    micro = parts[acc.process_index::acc.num_processes]
     loss_sum = torch.zeros((), device=acc.device)
     metric_sums: dict = {}
     for k, part in enumerate(micro):
-        inputs = {k2: v.to(acc.device) for k2, v in
-                  obj.collate([run.train_rows[i] for i in part], run.tokenizer.pad_token_id).items()}
+        inputs = {k2: v.to(acc.device) for k2, v in obj.collate(part, run.tokenizer.pad_token_id).items()}
         sync = k == len(micro) - 1
         cast = torch.autocast(acc.device.type, dtype=torch.bfloat16) if run.autocast else contextlib.nullcontext()
         with contextlib.nullcontext() if sync else acc.no_sync(run.model), cast:
@@ -61,7 +62,7 @@ def train_step(run, step_micro: list[list[int]]) -> tuple[float, float, dict]:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(acc.reduce(loss_sum, reduction="sum")), grad_norm, reduce_sums(acc, metric_sums)
+    return float(acc.reduce(loss_sum, reduction="sum")), grad_norm, {**reduce_sums(acc, metric_sums), **batch_metrics}
 
 
 def reduce_sums(acc, sums: dict) -> dict[str, float]:

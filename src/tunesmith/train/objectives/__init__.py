@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from .base import Objective
 from .dpo import DPO, IPO, SimPO
+from .grpo import GRPO
 from .sft import SFT
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (SFT, DPO, IPO, SimPO)}
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (SFT, DPO, IPO, SimPO, GRPO)}
 
 
 def get(name: str) -> Objective:
@@ -13,4 +14,4 @@ def get(name: str) -> Objective:
     return OBJECTIVES[name]()
 
 
-__all__ = ["DPO", "IPO", "OBJECTIVES", "Objective", "SFT", "SimPO", "get"]
+__all__ = ["DPO", "GRPO", "IPO", "OBJECTIVES", "Objective", "SFT", "SimPO", "get"]

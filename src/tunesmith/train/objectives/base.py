@@ -6,6 +6,11 @@ and distribution. An objective owns the rows: how they are built, how long each 
 batching), how a global batch is normalised, how rows become tensors, and how tensors
 become a loss. SFT is the first; DPO (pairs of chosen/rejected in one row, a reference
 model = the adapter disabled, reward metrics) fits the same five methods.
+
+An online objective (GRPO) builds its batch inside the step, from the live model: ``rollout``
+turns the step's rows (prompts) into the items that ``count``, ``collate`` and ``loss`` then see
+(completions sampled from the current weights, rewarded, with their advantages). Offline
+objectives keep the default, which hands the rows on unchanged.
 """
 from __future__ import annotations
 
@@ -27,6 +32,15 @@ class Objective:
         """Called once by the loop after the model is built (LoRA applied), before it is
         distributed: an objective that needs more than the model (DPO's frozen reference for
         method: full) keeps it here. Most need nothing."""
+
+    def rollout(self, model, tokenizer, parts: list[list[dict]], step: int, seed: int
+                ) -> tuple[list[list[dict]], dict[str, float]]:
+        """Called by the loop at the start of every optimizer step with the step's micro-batches of
+        rows (every process gets the whole global batch); returns the micro-batches of items that
+        ``count``, ``collate`` and ``loss`` see, and metrics of the whole batch for the step's log
+        line. Anything random must be a function of (``seed``, ``step``), so a resumed run builds the
+        same batch. Offline objectives: the rows as they are, no metrics."""
+        return parts, {}
 
     def lengths(self, rows: list[dict]) -> list[int]:
         """Tokens each row costs: the loop batches similar lengths together and reports tokens/s."""

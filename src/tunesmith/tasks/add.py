@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from .steps import WORDS, Lines, addition_lines, check_addition
+from .steps import WORDS, Lines, addition_lines, check_addition, graded
 
 
 def question(a: int, b: int, lang: str) -> str:
@@ -32,3 +32,8 @@ def check(a: int, b: int, text: str, lang: str) -> None:
     if g["r"] != str(a + b) or total != a + b:
         lines.fail(f"final result {g['r']}, expected {a + b}")
     lines.end()
+
+
+def reward(completion: str, row: dict) -> float | None:
+    """Half for the exact sum, half for the share of steps that hold (``steps.graded``)."""
+    return graded(completion, row, "ask_add", check, steps, lambda a, b: a + b)

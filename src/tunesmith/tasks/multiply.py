@@ -18,7 +18,7 @@ pair of parts, then add the partial products one at a time, digit by digit, nami
 """
 from __future__ import annotations
 
-from .steps import WORDS, Lines, StepError, addition_lines, check_addition
+from .steps import WORDS, Lines, StepError, addition_lines, check_addition, graded
 
 
 def place_values(n: int) -> list[int]:
@@ -84,4 +84,9 @@ def check(a: int, b: int, text: str, lang: str) -> None:
     lines.end()
 
 
-__all__ = ["check", "place_values", "question", "steps", "StepError"]
+def reward(completion: str, row: dict) -> float | None:
+    """Half for the exact product, half for the share of steps that hold (``steps.graded``)."""
+    return graded(completion, row, "ask_mul", check, steps, lambda a, b: a * b)
+
+
+__all__ = ["check", "place_values", "question", "reward", "steps", "StepError"]

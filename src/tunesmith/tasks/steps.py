@@ -1,4 +1,5 @@
-"""The written step format shared by the task generators and their checkers (seed 001).
+"""The written step format shared by the task generators and their checkers (seed 001), and the
+graded reward both arithmetic tasks give a completion.
 
 Each line of a chain of thought is one template below, in Chinese (the seed's own wording) or
 English. A generator fills the templates; a checker matches each line against its template
@@ -7,6 +8,9 @@ English. A generator fills the templates; a checker matches each line against it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+from .answers import last_number, split_think
 
 WORDS = {
     "zh": {"ask_mul": "计算{a}*{b}", "ask_add": "计算{a}+{b}", "start": "开始计算 {a} {op} {b}：",
@@ -113,3 +117,36 @@ def check_addition(lines: Lines, x: int, y: int) -> int:
     if g["r"] != str(x + y):
         lines.fail(f"result {g['r']}, expected {x + y}")
     return x + y
+
+
+def parse_ask(key: str, text: str) -> tuple[int, int, str] | None:
+    """``计算12*34`` with ``key`` "ask_mul" → (12, 34, "zh"); None when ``text`` is no such question."""
+    for lang in LANGS:
+        m = pattern(WORDS[lang][key]).match((text or "").strip())
+        if m:
+            return int(m["a"]), int(m["b"]), lang
+    return None
+
+
+def step_share(check: Callable, a: int, b: int, text: str, lang: str, n_lines: int) -> float:
+    """Share of the ``n_lines`` lines of the right answer that ``text`` writes right before its
+    first wrong one: 1.0 when every line holds; a right answer with a line too many gets (n-1)/n."""
+    try:
+        check(a, b, text, lang)
+    except StepError as e:
+        return min(max(e.line - 1, 0), n_lines - 1) / n_lines
+    return 1.0
+
+
+def graded(completion: str, row: dict, ask: str, check: Callable, steps: Callable,
+           value: Callable[[int, int], int]) -> float | None:
+    """An arithmetic task's reward in [0, 1]: half for the exact final result (the last number of
+    the answer, after a think block if any), half for the share of steps that hold. None when the
+    row's prompt is no question of the task (the reward does not apply to it)."""
+    q = parse_ask(ask, row.get("prompt", ""))
+    if q is None:
+        return None
+    a, b, lang = q
+    _, answer = split_think(completion)
+    exact = last_number(answer) == str(value(a, b))
+    return (exact + step_share(check, a, b, answer, lang, len(steps(a, b, lang).splitlines()))) / 2
