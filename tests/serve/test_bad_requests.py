@@ -100,3 +100,22 @@ def test_a_null_or_missing_message_part_is_named_in_the_message(server, messages
     err = r.json()["error"]
     assert r.status_code == 400 and err["code"] == "invalid_value"
     assert err["message"].startswith(text), err["message"]
+
+
+def test_an_oversized_body_is_a_413_said_before_it_is_read(server):
+    """8 MiB by default (serve --max_request_mb): with a Content-Length the server answers at once;
+    a chunked upload is cut off as soon as it passes the limit. The server keeps answering."""
+    big = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"a" * (9 * 2**20) + b'"}]}'
+
+    def chunks():
+        for i in range(0, len(big), 2**20):
+            yield big[i:i + 2**20]
+
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        for body in (big, chunks()):
+            r = c.post("/v1/chat/completions", content=body, headers=JSON)
+            assert r.status_code == 413, r.text[:200]
+            assert r.json()["error"]["code"] == "too_large" and "max_request_mb" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json=chat(temperature=0))
+        assert r.status_code == 200
+

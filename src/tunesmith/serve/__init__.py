@@ -25,6 +25,7 @@ class ServeConfig(AdaptedModelSection):
     max_tokens: int = Field(512, ge=1, description="completion tokens when a chat request does not say")
     max_n: int = Field(8, ge=1, description="largest n (choices per request) accepted")
     max_model_len: int | None = Field(None, ge=1, description="cap on prompt + completion tokens (default: the model's)")
+    max_request_mb: float = Field(8.0, gt=0, description="largest request body in MiB; a larger one gets 413")
     named_adapters: dict[str, str] = Field(default_factory=dict, description="adapters a request picks by its "
                                            "'model' field, e.g. {mira: runs/identity-…}: each trained on MODEL (+ "
                                            "adapter), all served beside MODEL from one copy of it")

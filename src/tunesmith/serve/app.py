@@ -31,6 +31,42 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
                         status_code=status, headers=headers)
 
 
+class BodyLimit:
+    """A request body over ``limit`` bytes is a 413, said before it is read whole (Content-Length) or as
+    soon as the streamed body passes the limit (chunked uploads)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = error(413, f"request body over {self.limit} bytes (serve --max_request_mb)", code="too_large")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        seen, refused = 0, False
+
+        async def counted():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # answer now; the app sees the client gone and its reply is dropped
+                    refused = True
+                    await too_big(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)
+
+
 class State:
     """What the routes share: the engine (its tokenizer, its job API) and the serving limits."""
 
@@ -109,6 +145,8 @@ def build_app(st: State) -> FastAPI:
     async def _crash(request: Request, exc: Exception):
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+    app.add_middleware(BodyLimit, limit=int(st.cfg.max_request_mb * 2**20))
+
     @app.middleware("http")
     async def _auth(request: Request, call_next):
         key = st.cfg.resolved_key
@@ -142,11 +180,8 @@ def build_app(st: State) -> FastAPI:
         raise Refused("model", f"model '{req.model}' is not served here (this server serves '{served}')",
                       "model_not_found", 404)
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest, request: Request):
-        adapter = check_model(req)
-        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n, structured=True)
-        tp = plan(req, st.tools)
+    def prepare_chat(req: ChatRequest, tp: ToolPlan):
+        """Render and tokenize the conversation and build its grammar: CPU work, run off the event loop."""
         think = (req.chat_template_kwargs or {}).get("enable_thinking")
         msgs = template_messages(req)
         try:
@@ -158,6 +193,14 @@ def build_app(st: State) -> FastAPI:
         if constraint is not None and prompt_text.rstrip().endswith("<think>"):
             raise Refused("chat_template_kwargs.enable_thinking", "response_format and forced tool calls need "
                           "enable_thinking: false on this model (its template opens a think block)", "invalid_value")
+        return prompt, prompt_text, constraint
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        adapter = check_model(req)
+        refuse_unhonoured(req, thinking=st.thinking, max_n=st.cfg.max_n, structured=True)
+        tp = plan(req, st.tools)
+        prompt, prompt_text, constraint = await asyncio.to_thread(prepare_chat, req, tp)
         asked = req.max_completion_tokens or req.max_tokens
         params = _sampling(req, _budget(st, prompt, asked, st.cfg.max_tokens)).with_constraint(constraint)
         job = Job(prompt, params, req.n, adapter, (req.top_logprobs or 0) if req.logprobs else None,
@@ -176,7 +219,7 @@ def build_app(st: State) -> FastAPI:
         if isinstance(p, list) and len(p) != 1 and not all(isinstance(x, int) for x in p):
             raise Refused("prompt", "one prompt per request (a string or a list of token ids)")
         p = p[0] if isinstance(p, list) and p and not isinstance(p[0], int) else p
-        prompt = list(p) if isinstance(p, list) else st.tok(p)["input_ids"]
+        prompt = list(p) if isinstance(p, list) else (await asyncio.to_thread(st.tok, p))["input_ids"]
         if not prompt:
             raise Refused("prompt", "the prompt is empty", "invalid_value")
         if any(t < 0 or t >= len(st.tok) for t in prompt):
