@@ -28,18 +28,30 @@ from pathlib import Path
 import openai
 
 
+_TOK = {}
+
+
+def count_tokens(text: str) -> int:
+    """Completion tokens counted one way for every server (llama.cpp's streams carry no usage): the
+    embedded model's tokenizer on the streamed text."""
+    if "tok" not in _TOK:
+        from tunesmith.models import load_tokenizer, resolve_model
+
+        _TOK["tok"] = load_tokenizer(resolve_model("smollm2-135m-instruct"))
+    return len(_TOK["tok"](text, add_special_tokens=False)["input_ids"])
+
+
 async def one(client, model: str, i: int, max_tokens: int) -> dict:
     t0 = time.perf_counter()
-    ttft, usage = None, None
+    ttft, parts = None, []
     stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": f"Write two sentences about the number {i}."}],
-        temperature=0, max_tokens=max_tokens, stream=True, stream_options={"include_usage": True})
+        temperature=0, max_tokens=max_tokens, stream=True)
     async for ch in stream:
-        if ttft is None and ch.choices and ch.choices[0].delta.content:
-            ttft = time.perf_counter() - t0
-        if ch.usage:
-            usage = ch.usage
-    return {"ttft": ttft, "total": time.perf_counter() - t0, "tokens": usage.completion_tokens}
+        if ch.choices and ch.choices[0].delta.content:
+            ttft = ttft if ttft is not None else time.perf_counter() - t0
+            parts.append(ch.choices[0].delta.content)
+    return {"ttft": ttft, "total": time.perf_counter() - t0, "tokens": count_tokens("".join(parts))}
 
 
 async def run(url: str, model: str, n: int, max_tokens: int, concurrent: bool) -> dict:
@@ -55,7 +67,15 @@ async def run(url: str, model: str, n: int, max_tokens: int, concurrent: bool) -
             except Exception as e:  # noqa: BLE001 — counted as an error, reported below
                 results.append(e)
     wall = time.perf_counter() - t0
+    await client.close()
     ok = [r for r in results if isinstance(r, dict)]
+    failed = [r for r in results if not isinstance(r, dict)]
+    if failed:
+        print(f"{len(failed)} requests failed, first: {failed[0]!r:.300}", file=sys.stderr)
+    if not ok:
+        return {"mode": "concurrent" if concurrent else "one at a time", "requests": n, "errors": n,
+                "wall_s": round(wall, 2), "req_per_s": 0, "tok_per_s": 0, "completion_tokens": 0,
+                "ttft_p50_s": None, "ttft_p95_s": None}
     ttfts = sorted(r["ttft"] for r in ok if r["ttft"] is not None)
     toks = sum(r["tokens"] for r in ok)
     q = statistics.quantiles(ttfts, n=20) if len(ttfts) > 1 else ttfts * 19
@@ -89,7 +109,8 @@ def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 300) -> bool:
 def start_tunesmith(model: str, max_batch: int) -> tuple[subprocess.Popen, str, str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", model, "--port", str(port),
-                             "--max_batch", str(max_batch), "--max_queue", str(max(256, max_batch)),
+                             "--max_batch", str(max_batch), "--max_n", str(min(8, max_batch)),
+                             "--max_queue", str(max(256, max_batch)),
                              "--served_name", "bench"], stdout=subprocess.DEVNULL, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     if not _wait_http(url, proc):
@@ -97,10 +118,31 @@ def start_tunesmith(model: str, max_batch: int) -> tuple[subprocess.Popen, str, 
     return proc, url, "bench"
 
 
+# llama.cpp's server, started with its own entry point; two things set for this machine, both said in
+# docs/benchmarks.md: requests queue rather than interrupt each other (the server's default
+# interrupt_requests cuts a running stream short when the next request comes), and weights are loaded
+# without llama.cpp's extra CPU buffer types (its AMX repack path of this build segfaults on quantized
+# multi-token batches on this VM, as tests/export/test_gguf.py notes; the server has no flag for it).
+LLAMACPP = """
+import sys
+import llama_cpp.llama_cpp as lib
+default = lib.llama_model_default_params
+def params():
+    p = default()
+    p.use_extra_bufts = False
+    return p
+lib.llama_model_default_params = params
+from llama_cpp.server.__main__ import main
+sys.argv = ["llama_cpp.server"] + sys.argv[1:]
+main()
+"""
+
+
 def start_llamacpp(gguf: str, threads: int) -> tuple[subprocess.Popen, str, str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-c", LLAMACPP, "--model", gguf, "--host", "127.0.0.1",
                              "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
+                             "--n_threads_batch", str(threads), "--interrupt_requests", "False",
                              "--model_alias", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ})
     url = f"http://127.0.0.1:{port}"

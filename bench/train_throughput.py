@@ -9,7 +9,8 @@ Usage:
   generated rows with alpaca's length distribution (for a machine without the LF data):
     python bench/train_throughput.py --alpaca-like 2000 qwen2.5-0.5b:2048:16:0
   switches: --packing on|off, --batch-tokens N (token budget per micro-batch; BSZ is then unused),
-            --kernels auto|liger|none, --compile (train.compile), --steps N (measured, after 2 warm-up steps),
+            --kernels auto|liger|none, --attention auto|sdpa|flex|varlen (train.attention),
+            --compile (train.compile), --steps N (measured, after 2 warm-up steps),
             --profile (a table of where the GPU time goes)
 GC=1: gradient checkpointing. The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
 else the embedded model's (its ids fit any larger vocabulary).
@@ -159,7 +160,7 @@ def run_one(spec: str, args, root: Path) -> dict:
                       train=LoopSettings(max_steps=steps, batch_size=bsz, gradient_checkpointing=gc, warmup=0,
                                          lr=1e-4, group_by_length=False, batch_tokens=args.batch_tokens,
                                          packing={"on": True, "off": False}[args.packing], kernels=args.kernels,
-                                         compile=args.compile))
+                                         attention=args.attention, compile=args.compile))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     run = setup(cfg)
@@ -184,7 +185,8 @@ def run_one(spec: str, args, root: Path) -> dict:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
         (v for k, v in PEAK_BF16.items() if k in device), None)
     res = dict(model=name, seq=seq, bsz=bsz, gc=gc, method=method, packing=run.manifest["schedule"]["packing"],
-               batch_tokens=args.batch_tokens, kernels=run.manifest["schedule"]["kernels"], compile=args.compile,
+               batch_tokens=args.batch_tokens, kernels=run.manifest["schedule"]["kernels"],
+               attention=run.manifest["schedule"]["attention"], compile=args.compile,
                rows_per_step=round(len(rows) / max(len(measured), 1), 1),
                mean_row=round(sum(run.lengths) / len(run.lengths), 1), max_row=max(run.lengths),
                real_tok_s=round(sum(real) / seconds) if seconds else None,
@@ -207,6 +209,8 @@ def main() -> None:
     ap.add_argument("--packing", choices=["on", "off"], default="on")
     ap.add_argument("--batch-tokens", type=int, help="token budget per micro-batch (instead of BSZ rows)")
     ap.add_argument("--kernels", choices=["auto", "liger", "none"], default="auto")
+    ap.add_argument("--attention", choices=["auto", "sdpa", "flex", "varlen"], default="auto",
+                    help="how packed rows are kept apart (train.attention; sdpa = the 4-D mask)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s (default: by its name)")
     ap.add_argument("--profile", action="store_true", help="print the CUDA kernels' time table (torch.profiler)")

@@ -85,7 +85,8 @@ VERBS: list[Verb] = [
          "row counts, token lengths and a length histogram", positional="specs", yaml_is_data=True,
          consumes=("dataset",), produces=("report",), writes=(Output("out", "file"),), reads=("specs",)),
     Verb("train", "tunesmith.train:train", "tunesmith.train.config:TrainConfig",
-         "fine-tuning: SFT, or DPO / IPO / SimPO on pairs; LoRA, QLoRA or full (recipe YAML + overrides)", consumes=("model", "dataset"),
+         "fine-tuning: SFT, DPO / IPO / SimPO on pairs, or GRPO on prompts with rewards; LoRA, QLoRA or full "
+         "(recipe YAML + overrides)", consumes=("model", "dataset"),
          produces=("adapter",), writes=(Output("output_dir", "dir", resumes=True, holds_inputs=True),),
          reads=MODEL_IN + ("data.datasets", "data.path"), foreign_yaml=LF_YAML, run_foreign=LF_RUN,
          run_name="{objective}"),

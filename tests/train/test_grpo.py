@@ -164,3 +164,29 @@ def test_grpo_sigkill_then_resume_is_bit_identical(tiny_model, tmp_path):
     assert la[-1]["kl"] > 0  # the adapter moved: the KL term to the adapter-off reference is live
     manifest = json.loads((tmp_path / "straight" / "manifest.json").read_text())
     assert manifest["kind"] == "grpo" and manifest["status"] == "done"
+
+
+QUESTIONS = ["What is the capital of France?", "Name a fruit.", "What colour is the sky?", "Name an animal.",
+             "What is 2 + 2?", "Name a country in Asia.", "What do bees make?", "Name a planet."]
+
+
+def test_a_reward_only_learning_earns(embedded_dir, tmp_path):
+    """SmolLM2 rarely opens an answer with "The" (1 in 16 of its first samples); rewarded for it,
+    it does so in every sample within a few steps. Greedy base answers are not the point: the
+    reward is measured on the samples the run itself draws, from the weights of that step."""
+    from tunesmith.train import train
+    from tunesmith.train.config import TrainConfig
+
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text("".join(json.dumps({"instruction": q, "input": "", "output": "-"}) + "\n" for q in QUESTIONS))
+    cfg = TrainConfig(model=str(embedded_dir), output_dir=str(tmp_path / "run"), progress=False, objective="grpo",
+                      grpo={"num_generations": 4, "max_completion_length": 4,
+                            "rewards": [{"name": "prefix", "options": {"text": "The"}}]},
+                      data={"datasets": [{"path": str(prompts)}], "cutoff_len": 64},
+                      lora={"r": 8, "alpha": 16, "dropout": 0.0},
+                      train={"lr": 2e-3, "max_steps": 5, "batch_size": 4, "seed": 1, "warmup": 0,
+                             "scheduler": "constant"})
+    assert train(cfg) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["rewards/prefix/mean"] for r in rows]
+    assert rewards[0] < 0.2 and rewards[-1] > 0.8, rewards

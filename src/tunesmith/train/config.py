@@ -50,6 +50,11 @@ class LoopSettings(Section):
     kernels: Literal["auto", "liger", "none"] = Field(
         "auto", description="fused kernels (Liger: linear+cross-entropy without full logits, RMSNorm, RoPE, "
                             "SwiGLU): auto = liger on CUDA when installed and the model family is supported")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = Field(
+        "auto", description="how packed rows attend only to themselves: sdpa = a 4-D block mask (exact anywhere, but "
+                            "every bin computes its full width²); flex = torch flex_attention with a document-causal "
+                            "block mask; varlen = torch's varlen flash attention over the rows; auto = flex on CUDA "
+                            "in bf16 when packing, else sdpa")
     compile: bool = Field(False, description="torch.compile each decoder layer (regional: compiled once, reused by "
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
@@ -171,6 +176,10 @@ class TrainConfig(ModelSection):
             raise ValueError(f"train.packing: {self.objective} trains on pairs of padded rows; remove train.packing")
         if self.train.kernels == "liger" and self.device == "cpu":
             raise ValueError("train.kernels: liger needs a CUDA GPU; use auto or none on CPU")
+        if self.train.attention in ("flex", "varlen") and self.device == "cpu":
+            raise ValueError(f"train.attention: {self.train.attention} needs a CUDA GPU; use auto or sdpa on CPU")
+        if self.train.attention in ("flex", "varlen") and self.objective != "sft":
+            raise ValueError(f"train.attention: {self.train.attention} is for sft's packed rows; remove train.attention")
         if self.train.optim != "adamw" and self.device == "cpu":
             raise ValueError(f"train.optim: {self.train.optim} needs a CUDA GPU (bitsandbytes); use adamw on CPU")
         return self

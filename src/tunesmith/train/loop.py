@@ -27,6 +27,7 @@ from ..fsutil import fix_modes, save_config, save_into
 from ..manifest import env_info, model_hash, now, read_manifest, write_manifest
 # Named imports, not ``from . import x``: this module must not depend on the package
 # (train/__init__.py imports it to run a recipe).
+from .attention import head_width, implementation, resolve_attention
 from .batching import DataPlan
 from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
 from .checkpoint import load as load_checkpoint
@@ -92,8 +93,12 @@ def setup(cfg: TrainConfig) -> Run:
     plan = DataPlan(lengths, seed=loop.seed, group_by_length=loop.group_by_length, world=world,
                     accum=loop.grad_accum, batch_size=loop.batch_size, batch_tokens=loop.batch_tokens, packed=packed)
     steps_per_epoch, total = plan.steps_in(0), loop.max_steps or plan.total(loop.epochs)
-    model_type = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code).model_type
-    kernels = resolve_kernels(loop.kernels, device, model_type)
+    model_cfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    kernels = resolve_kernels(loop.kernels, device, model_cfg.model_type)
+    dtype = pick_dtype(cfg.dtype, device)
+    attention = resolve_attention(loop.attention, device, dtype == torch.bfloat16, packed, head_width(model_cfg))
+    if hasattr(objective, "attention"):
+        objective.attention = attention
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
     manifest = {
@@ -103,7 +108,9 @@ def setup(cfg: TrainConfig) -> Run:
         "rows": {"train": len(train_rows), "val": len(val_rows)},
         "schedule": {"world_size": world, "distributed": accelerator.distributed_type.value,
                      "global_batch": global_batch, "batch_tokens": loop.batch_tokens, "steps": total,
-                     "steps_per_epoch": steps_per_epoch, "packing": packed, "kernels": kernels},
+                     "steps_per_epoch": steps_per_epoch, "packing": packed, "kernels": kernels,
+                     "attention": attention, "compile": loop.compile,
+                     "gradient_checkpointing": loop.gradient_checkpointing},
         "env": env_info(),
     }
     if accelerator.is_main_process:
@@ -114,13 +121,14 @@ def setup(cfg: TrainConfig) -> Run:
             write_manifest(run_dir, manifest)
     accelerator.wait_for_everyone()
 
-    dtype = pick_dtype(cfg.dtype, device)
     torch.manual_seed(loop.seed)
     if cfg.method == "qlora":
         model = load_4bit(model_dir, cfg, accelerator.local_process_index)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                                                      use_safetensors=True)
+    if implementation(attention):  # transformers' public switch (flex_attention, or our registered varlen)
+        model.set_attn_implementation(implementation(attention))
     if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -149,10 +157,25 @@ def setup(cfg: TrainConfig) -> Run:
     run.autocast = loop.autocast == "bf16" or (
         loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
         and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
+    manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
+    if run.main:
+        print(settings_line(cfg, device, dtype, manifest["schedule"]), flush=True)
+        if not resume_from:
+            write_manifest(run_dir, manifest)
     if resume_from is not None:
         _restore(run, resume_from)
     run.log = RunLog(run_dir, run.start_step, enabled=run.main)
     return run
+
+
+def settings_line(cfg: TrainConfig, device: str, dtype, schedule: dict) -> str:
+    """The run's first line: what runs and which speed settings are on (also in the manifest)."""
+    on = {True: "on", False: "off"}
+    packing = f"on ({cfg.train.pack_len or cfg.data.cutoff_len}-token bins)" if schedule["packing"] else "off"
+    return (f"train: {cfg.objective} {cfg.method} on {device} {str(dtype).removeprefix('torch.')} | kernels "
+            f"{schedule['kernels']} | attention {schedule['attention']} | compile {on[schedule['compile']]} | "
+            f"packing {packing} | checkpointing {on[schedule['gradient_checkpointing']]} | "
+            f"autocast {schedule['autocast']}")
 
 
 def _apply_lora(model, cfg: TrainConfig):

@@ -8,13 +8,15 @@ same loss and gradients as the padded one (tests/train/test_packing.py)."""
 from __future__ import annotations
 
 from ...data.render import IGNORE
-from ..batching import block_causal_mask, collate, pack_collate
+from ..attention import model_inputs
+from ..batching import collate, pack_collate
 from .base import Objective
 
 
 class SFT(Objective):
     name = "sft"
     pack_len: int | None = None  # bin width when packing; None: padded rows
+    attention: str = "sdpa"  # how rows are kept apart (train/attention.py); the loop sets the run's choice
 
     def prepare(self, cfg, tokenizer):
         from ...data import build_sft_data
@@ -35,14 +37,14 @@ class SFT(Objective):
         return pack_collate(rows, pad_id, self.pack_len) if self.pack_len else collate(rows, pad_id)
 
     def loss(self, model, batch, normaliser):
-        out = model(**_model_inputs(model, batch), labels=batch["labels"],
+        out = model(**_model_inputs(model, batch, self.attention), labels=batch["labels"],
                     num_items_in_batch=normaliser)  # loss = sum over tokens / normaliser
         return out.loss, {}
 
     def eval_sums(self, model, batch):
         import torch.nn.functional as F
 
-        logits = model(**_model_inputs(model, batch)).logits
+        logits = model(**_model_inputs(model, batch, self.attention)).logits
         logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
         keep = labels != IGNORE
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
@@ -54,12 +56,9 @@ class SFT(Objective):
         return {"eval_loss": round(sums["loss"] / n, 6), "eval_acc": round(sums["correct"] / n, 6)}
 
 
-def _model_inputs(model, batch) -> dict:
-    """input_ids + attention mask (+ position ids when packed: the block-diagonal 4-D mask is
-    built here, on the batch's device, in the model's dtype)."""
-    if "segments" not in batch:
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+def _model_inputs(model, batch, attention: str) -> dict:
+    """input_ids + what keeps rows apart (train/attention.py: the padding mask, or when packed
+    position ids + the block-diagonal 4-D mask, a flex BlockMask or varlen boundaries, built
+    here on the batch's device, in the model's dtype)."""
     inner = getattr(model, "module", model)  # DDP / FSDP1 wrap the model
-    dtype = inner.get_input_embeddings().weight.dtype
-    return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
-            "attention_mask": block_causal_mask(batch["segments"], dtype)}
+    return model_inputs(batch, attention, inner.get_input_embeddings().weight.dtype)
