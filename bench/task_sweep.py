@@ -130,7 +130,7 @@ def eval_tasks(model: str, runs: list[Path], tasks: list[str], out: Path, dtype:
 
 def step_pass(answers: Path) -> float | None:
     """Share of answers whose every step passes the multiply checker."""
-    from tunesmith.synth.tasks import check_row
+    from tunesmith.tasks.arith import check_row
 
     if not answers.is_file():
         return None

@@ -89,7 +89,7 @@ VERBS: list[Verb] = [
          "(recipe YAML + overrides)", consumes=("model", "dataset"),
          produces=("adapter",), writes=(Output("output_dir", "dir", resumes=True, holds_inputs=True),),
          reads=MODEL_IN + ("data.datasets", "data.path"), foreign_yaml=LF_YAML, run_foreign=LF_RUN,
-         run_name="{objective}"),
+         run_name="{objective}", argv_rewrite="tunesmith.compat.swift:swift_grpo_argv"),
     Verb("identity", "tunesmith.jobs.identity:identity", "tunesmith.jobs.identity:IdentityJobConfig",
          "the identity journey: synth → train (LoRA) → eval → before/after report", consumes=("model",),
          produces=("adapter", "report"), writes=(Output("output_dir", "dir", resumes=True),),

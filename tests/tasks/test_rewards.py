@@ -75,9 +75,9 @@ def test_label_reward_normalises_and_skips_rows_without_a_label():
     assert label("x", {}) is None
 
 
-@pytest.mark.parametrize("row,asked", [({"prompt": "hi"}, False), ({"prompt": "hi", "think": True}, True),
-                                       ({"prompt": "hi /think"}, True), ({"prompt": "hi /no_think", "think": True}, False),
-                                       ({"system": "/no_think", "prompt": "then /think"}, True)])
+@pytest.mark.parametrize("row,asked", [
+    ({"prompt": "hi"}, False), ({"prompt": "hi", "think": True}, True), ({"prompt": "hi /think"}, True),
+    ({"prompt": "hi /no_think", "think": True}, False), ({"system": "/no_think", "prompt": "then /think"}, True)])
 def test_format_reward_wants_a_think_block_exactly_when_asked(row, asked):
     fmt = build("format")
     assert think_asked(row) is asked

@@ -94,7 +94,7 @@ class GRPOSettings(Section):
     num_generations: int = Field(8, ge=2, description="completions sampled per prompt (the group G); a step has "
                                                       "batch_size × grad_accum prompts, each with G completions")
     max_completion_length: int = Field(256, gt=0, description="most tokens per completion")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature (the log-probabilities are taken at it too)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (log-probabilities are taken at it too)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of the rollouts")
     top_k: int = Field(0, ge=0, description="sample from the k most likely tokens; 0 = off")
     beta: float = Field(0.0, ge=0, description="weight of the KL term to the reference (the adapter switched off); "
@@ -105,8 +105,9 @@ class GRPOSettings(Section):
     epsilon_high: float | None = Field(None, gt=0, description="upper clip (1 + epsilon_high; default epsilon; DAPO: "
                                                                "0.28)")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
-        "dapo", description="grpo: each completion's mean over its tokens, averaged; dr_grpo: token sum / (completions × "
-                            "max_completion_length); dapo: token sum / tokens of the global batch; bnpo: as dapo")
+        "dapo", description="grpo: each completion's mean over its tokens, averaged; dr_grpo: token sum / "
+                            "(completions × max_completion_length); dapo: token sum / tokens of the global batch; "
+                            "bnpo: as dapo")
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="advantage = (reward − group mean) / std of the group, of the whole batch, or not "
                              "divided (none: Dr. GRPO)")

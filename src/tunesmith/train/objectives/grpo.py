@@ -10,12 +10,12 @@ turns the rewards into group-normalised advantages. The loss of a completion tok
 
 with r_t = exp(logp_t − old_t) the probability ratio to the policy that sampled the batch (one
 update per batch: old = logp detached, so r_t is 1 in value and its gradient is the policy
-gradient, as TRL computes it; the r_t on the KL term is TRL's bias correction, on by default), the
-log-probabilities taken at the sampling temperature, and the
-reference the policy with its adapter switched off (``disable_adapter``; ``method: full`` keeps
-a frozen copy). The sum over the global batch is divided by the objective's count, so the loss
-does not depend on how the batch is cut into micro-batches: ``grpo`` — each completion's mean
-over its tokens, divided by the completions; ``dr_grpo`` — completions × max_completion_length;
+gradient, as TRL computes it; the r_t on the KL term is TRL's bias correction, on by default),
+log-probabilities taken at the sampling temperature, and the reference the policy with its
+adapter switched off (``disable_adapter``; see ``attach`` for when a frozen copy is kept). The
+sum over the global batch is divided by the objective's count, so the loss does not depend on
+how the batch is cut into micro-batches: ``grpo`` — each completion's mean over its tokens,
+divided by the completions; ``dr_grpo`` — completions × max_completion_length;
 ``dapo`` (and ``bnpo``) — the completion tokens of the global batch. tests/train/test_grpo.py
 checks the loss and its gradient against TRL's GRPOTrainer.
 """
@@ -37,6 +37,8 @@ class GRPO(Objective):
         self.ref = None      # frozen copy of the starting weights (see attach); None: disable the adapter
         self.engine = None   # made on the first rollout, over the model as it sits on its device
         self.rewards: list = []
+        self.decode_rows = 1
+        self._takes_keep: bool | None = None  # whether the model's forward takes logits_to_keep
 
     # ----------------------------------------------------------------------------------- rows
     def prepare(self, cfg, tokenizer):
@@ -45,6 +47,10 @@ class GRPO(Objective):
 
     def _configure(self, cfg):
         self.settings, self.method = cfg.grpo, cfg.method
+        # Rows decoded together: a whole step's completions (capped), fixed by the recipe so a resumed
+        # run batches — and so rounds — exactly as the straight run did.
+        step_rows = cfg.train.batch_size * cfg.train.grad_accum * cfg.nproc * cfg.grpo.num_generations
+        self.decode_rows = max(cfg.grpo.num_generations, min(step_rows, 256))
         self.rewards = [(r.name, r.weight, build_reward(r.name, r.options)) for r in cfg.grpo.rewards]
 
     def attach(self, model, cfg):
@@ -68,7 +74,7 @@ class GRPO(Objective):
         rows = [r for part in parts for r in part]
         inner = extract_model_from_parallel(model)
         if self.engine is None:
-            self.engine = Engine(inner, tokenizer, max_batch=max(1, len(rows)) * p.num_generations)
+            self.engine = Engine(inner, tokenizer, max_batch=self.decode_rows)
         was_training = inner.training
         inner.eval()  # no dropout while sampling: the policy that is sampled is the one scored
         try:
@@ -136,11 +142,23 @@ class GRPO(Objective):
         width = batch["completion_ids"].shape[1]
         # Positions count real tokens only (as the engine's prefill does), so left padding moves no row.
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits
-        logits = logits[:, :-1].float() / self.settings.temperature
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **self._keep(model, width + 1)).logits
+        logits = logits[:, -width - 1:-1].float() / self.settings.temperature
         picked = torch.gather(logits, 2, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
         out = picked - torch.logsumexp(logits, dim=-1)
         return torch.where(batch["completion_mask"].bool(), out, torch.zeros_like(out))
+
+    def _keep(self, model, n: int) -> dict:
+        """``logits_to_keep`` where the model's forward takes it: only the completion's logits are made."""
+        if self._takes_keep is None:
+            import inspect
+
+            from accelerate.utils import extract_model_from_parallel
+
+            inner = extract_model_from_parallel(model)
+            base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+            self._takes_keep = "logits_to_keep" in inspect.signature(type(base).forward).parameters
+        return {"logits_to_keep": n} if self._takes_keep else {}
 
     def _reference(self, model, batch):
         import torch
