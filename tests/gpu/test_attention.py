@@ -91,7 +91,7 @@ def test_train_on_cuda_takes_the_fast_path_by_default(embedded_dir, tmp_path):
     cfg = Qwen2Config(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                       num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=2048,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)  # heads 64 wide: flex's Triton tiles need >= 16
+                      pad_token_id=tok.pad_token_id)  # heads 64 wide: auto takes the fast path from 16
     torch.manual_seed(0)
     base = tmp_path / "qwen2"
     AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(base, safe_serialization=True)

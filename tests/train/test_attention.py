@@ -21,9 +21,10 @@ def test_auto_picks_the_fast_path_only_where_it_runs():
     fast = attention.AUTO_CUDA
     assert attention.resolve_attention("auto", "cuda", True, True) == fast
     assert attention.resolve_attention("auto", "cpu", False, True) == "sdpa"  # the CPU keeps the 4-D mask
-    assert attention.resolve_attention("auto", "cuda", False, True) == "sdpa"  # fp32: flex did not compile
+    assert attention.resolve_attention("auto", "cuda", False, True) == "sdpa"  # fp32: flash kernels need bf16
     assert attention.resolve_attention("auto", "cuda", True, False) == "sdpa"  # padded rows: sdpa's causal path
     assert attention.resolve_attention("auto", "cuda", True, True, head_dim=8) == "sdpa"
+    assert attention.resolve_attention("auto", "cuda", True, True, head_dim=512) == "sdpa"
     assert attention.resolve_attention("sdpa", "cuda", True, True) == "sdpa"
     with pytest.raises(UserError, match="train.attention: flex needs a CUDA GPU"):
         attention.resolve_attention("flex", "cpu", False, True)

@@ -15,8 +15,8 @@ A packed bin holds several rows; each token may attend only to earlier tokens of
 
 Padded (unpacked) batches take the same routes: their rows are segment 0, their padding
 segment 1. Both kernels need CUDA and bf16 activations (flex failed to compile in fp32 on the
-GPU machine); ``auto`` picks ``flex`` on CUDA with bf16 when rows are packed and attention
-heads are at least 16 wide (Triton's smallest matrix tile), else sdpa.
+GPU machine); ``auto`` picks ``varlen`` (measured fastest, ``AUTO_CUDA``) on CUDA with bf16 when
+rows are packed and attention heads are 16 to 256 wide, else sdpa.
 """
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ import inspect
 from ..errors import UserError
 
 VARLEN = "tunesmith_varlen"  # the name registered with transformers' AttentionInterface
-AUTO_CUDA = "flex"  # what auto picks on CUDA in bf16 (measured: docs/benchmarks.md, issue 24)
+# What auto picks on CUDA in bf16. Measured on one H100 (docs/benchmarks.md, issue 24; Qwen2.5-0.5B
+# config, alpaca rows, 32k-token packed micro-batches), two calls: varlen 72.6k / 75.6k real tok/s, the
+# 4-D mask 49.0k / 63.6k, flex 11.6k (transformers compiles flex for fixed shapes: new bin counts and
+# widths recompiled).
+AUTO_CUDA = "varlen"
 
 
 def resolve_attention(setting: str, device: str, bf16: bool, packed: bool, head_dim: int = 64) -> str:
@@ -33,7 +37,7 @@ def resolve_attention(setting: str, device: str, bf16: bool, packed: bool, head_
     exact and runs; asking for a kernel where it cannot run is one line."""
     cuda = device.startswith("cuda")
     if setting == "auto":
-        fast = cuda and bf16 and packed and head_dim >= 16 and has_kernel(AUTO_CUDA)
+        fast = cuda and bf16 and packed and 16 <= head_dim <= 256 and has_kernel(AUTO_CUDA)
         return AUTO_CUDA if fast else "sdpa"
     if setting == "sdpa":
         return "sdpa"

@@ -53,14 +53,15 @@ class LoopSettings(Section):
     attention: Literal["auto", "sdpa", "flex", "varlen"] = Field(
         "auto", description="how packed rows attend only to themselves: sdpa = a 4-D block mask (exact anywhere, but "
                             "every bin computes its full width²); flex = torch flex_attention with a document-causal "
-                            "block mask; varlen = torch's varlen flash attention over the rows; auto = flex on CUDA "
-                            "in bf16 when packing, else sdpa")
+                            "block mask; varlen = torch's varlen flash attention over the rows; auto = varlen on "
+                            "CUDA in bf16 when packing (fastest measured), else sdpa")
     compile: bool = Field(False, description="torch.compile each decoder layer (regional: compiled once, reused by "
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
-                            "model is bf16 and the adapters fp32; bf16 = always, CPU too (measured on this 2-core "
-                            "AMX CPU: slower for the identity demo, docs/benchmarks.md); off = never")
+                            "model is bf16 and the adapters fp32, and for LoRA over an fp32 model on a CPU with AMX "
+                            "(bf16 matrix units; the frozen weights cast to bf16 once, attention in fp32: "
+                            "docs/benchmarks.md, issue 24); bf16 = always; off = never")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 

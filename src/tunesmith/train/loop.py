@@ -32,6 +32,7 @@ from .batching import DataPlan
 from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
 from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
+from .cpu import fast_lora_dropout, has_amx, precast_frozen, use_fp32_attention
 from .kernels import compile_layers, patch_model, resolve_kernels
 from .logs import RunLog
 from .objectives import Objective
@@ -99,6 +100,11 @@ def setup(cfg: TrainConfig) -> Run:
     attention = resolve_attention(loop.attention, device, dtype == torch.bfloat16, packed, head_width(model_cfg))
     if hasattr(objective, "attention"):
         objective.attention = attention
+    # bf16 autocast on a CPU with AMX, as on CUDA: fp32 weights kept, matmuls in bf16 (train/cpu.py).
+    # Not by default for an online objective: GRPO samples from the model outside the step's autocast.
+    offline = type(objective).rollout is Objective.rollout
+    cpu_bf16 = device == "cpu" and (loop.autocast == "bf16" or (
+        loop.autocast == "auto" and cfg.method == "lora" and offline and dtype == torch.float32 and has_amx()))
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
     manifest = {
@@ -129,6 +135,8 @@ def setup(cfg: TrainConfig) -> Run:
                                                      use_safetensors=True)
     if implementation(attention):  # transformers' public switch (flex_attention, or our registered varlen)
         model.set_attn_implementation(implementation(attention))
+    elif cpu_bf16:  # torch's bf16 flash attention for CPU is slow in backward: attention in fp32
+        use_fp32_attention(model)
     if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -137,6 +145,10 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.method in ("lora", "qlora"):
         model = _apply_lora(model, cfg)
     objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
+    if device == "cpu":
+        fast_lora_dropout(model)
+    if cpu_bf16 and offline:  # the model runs only under autocast (training and evaluate)
+        precast_frozen(model, torch.bfloat16)
     if loop.compile:
         compile_layers(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,7 +166,7 @@ def setup(cfg: TrainConfig) -> Run:
               lengths, plan, steps_per_epoch, total, manifest, objective)
     # peft keeps adapters in fp32, so without autocast each LoRA matmul runs in fp32 (H100
     # profile: ~29% of a step in fp32 GEMMs); autocast runs them in bf16 with fp32 weights.
-    run.autocast = loop.autocast == "bf16" or (
+    run.autocast = loop.autocast == "bf16" or cpu_bf16 or (
         loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
         and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"

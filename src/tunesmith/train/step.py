@@ -86,7 +86,8 @@ def evaluate(run) -> dict:
     mine = run.val_rows[acc.process_index::acc.num_processes]
     sums: dict = {}
     run.model.eval()
-    with torch.no_grad():
+    cast = torch.autocast(acc.device.type, dtype=torch.bfloat16) if run.autocast else contextlib.nullcontext()
+    with torch.no_grad(), cast:  # as in training (on a CPU the frozen weights may be bf16: train/cpu.py)
         # An empty share still runs one (dummy) batch, so every process joins the same collectives.
         for i in range(0, max(len(mine), 1), loop.batch_size):
             inputs = {k: v.to(acc.device) for k, v in
