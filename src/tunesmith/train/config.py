@@ -59,9 +59,8 @@ class LoopSettings(Section):
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
-                            "model is bf16 and the adapters fp32, and for LoRA over an fp32 model on a CPU with AMX "
-                            "(bf16 matrix units; the frozen weights cast to bf16 once, attention in fp32: "
-                            "docs/benchmarks.md, issue 24); bf16 = always; off = never")
+                            "model is bf16 and the adapters fp32 (off on a CPU); bf16 = always (on a CPU with AMX: the frozen "
+                            "weights cast to bf16 once, attention in fp32, train/cpu.py); off = never")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 
