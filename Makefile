@@ -41,11 +41,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev $(VENV)/.installed-gguf chromium golang node
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
-# The chat page's browser test needs headless Chromium (Debian's package); install it where it is missing.
+# The browser tests (the chat page, tests/ui) need headless Chromium and its WebDriver (Debian's chromium and
+# chromium-driver, which selenium drives); install them where they are missing.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium; } || \
-	  echo "chromium is missing and could not be installed: run 'apt-get install -y chromium'"; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { command -v apt-get >/dev/null 2>&1 && \
+	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "chromium or chromium-driver is missing and could not be installed: run 'apt-get install -y chromium chromium-driver'"; }
 
 # The Ollama TEMPLATE test renders with Go's text/template (Debian's golang-go); install it where it is missing.
 golang:

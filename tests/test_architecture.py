@@ -18,7 +18,7 @@ FORBIDDEN = {("synth", "train"), ("synth", "eval"), ("eval", "synth"), ("eval", 
 # The top-level modules every layer may use; they use no stage and nothing above the stages. (The
 # registry names verbs by "module:attr" strings, imported when a verb runs: no import arrow.)
 SHARED = ("config", "errors", "fsutil", "jsonl", "manifest", "registry", "outputs", "home")
-ABOVE = ("jobs", "compat", "cli", "__main__")  # above the stages: they may import any stage
+ABOVE = ("jobs", "compat", "cli", "__main__", "ui")  # above the stages: they may import any stage
 MAX_LINES = 420
 
 

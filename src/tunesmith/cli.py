@@ -134,7 +134,17 @@ def _verb_parser(v: Verb) -> tuple[argparse.ArgumentParser, set[str], set[str]]:
     return p, flags, takes_value
 
 
-def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
+def verb_config(verb: Verb, argv: list[str]):
+    """``tunesmith VERB ARGV…`` → ``(config, recipe name, foreign translation)``, with every error the
+    command line gives (one line, "did you mean"), and nothing run: the CLI and the UI's forms share it."""
+    if verb.argv_rewrite:  # another tool's flags (ms-swift's --model_name zh en …)
+        argv = _load(verb.argv_rewrite)(argv)
+    parser, flags, takes_value = _verb_parser(verb)
+    # Intermixed: key=value words, YAML files and --options in any order.
+    return _config_of(verb, parser.parse_intermixed_args(_normalize_argv(argv, flags, takes_value)))
+
+
+def _config_of(verb: Verb, ns: argparse.Namespace):
     from .config import build_config, leaf_fields
 
     schema = _load(verb.schema)
@@ -167,13 +177,7 @@ def run_verb(verb: Verb, ns: argparse.Namespace) -> int:
                 yamls.remove(y)
                 values = {**foreign.values, **values}
     cfg = build_config(schema, yamls, overrides, values)
-    recipe = Path(yamls[-1]).stem if yamls else None
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output
-    if foreign is not None:
-        return int(_load(verb.run_foreign)(foreign, cfg, verb) or 0)
-    return invoke(verb, cfg, recipe)
+    return cfg, Path(yamls[-1]).stem if yamls else None, foreign
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().print_help()
         return 2
     try:
-        if verb.argv_rewrite:  # another tool's flags (ms-swift's --model_name zh en …)
-            rest = _load(verb.argv_rewrite)(rest)
-        parser, flags, takes_value = _verb_parser(verb)
-        # Intermixed: key=value words, YAML files and --options in any order.
-        ns = parser.parse_intermixed_args(_normalize_argv(rest, flags, takes_value))
-        return run_verb(verb, ns)
+        cfg, recipe, foreign = verb_config(verb, rest)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the CLI's own output
+        if foreign is not None:
+            return int(_load(verb.run_foreign)(foreign, cfg, verb) or 0)
+        return invoke(verb, cfg, recipe)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -118,6 +118,9 @@ VERBS: list[Verb] = [
     Verb("serve", "tunesmith.serve:serve", "tunesmith.serve:ServeConfig",
          "OpenAI-compatible server with batching and a chat page at /", positional="model",
          consumes=("model", "adapter")),
+    Verb("ui", "tunesmith.ui:ui", "tunesmith.ui:UiConfig",
+         "a local web app over the verbs: data check, recipe forms, runs with live curves, reports, side-by-side "
+         "chat, export (http://127.0.0.1 with a token)"),
     Verb("synth distill", "tunesmith.synth.distill:distill", "tunesmith.synth.distill:DistillConfig",
          "a teacher (any OpenAI-compatible endpoint) answers prompts, reasoning kept; resumable",
          consumes=("dataset",), produces=("dataset",), writes=SYNTH_OUT, reads=("prompts",)),
