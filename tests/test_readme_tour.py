@@ -26,6 +26,8 @@ HEAVY = {
     "tunesmith chat smollm2-135m-instruct",
     # a server: runs until stopped (tests/serve/ starts it and talks to it)
     "tunesmith serve smollm2-135m-instruct",
+    # the web app: runs until stopped (tests/ui/ starts it and drives it in a browser)
+    "tunesmith ui",
     # two processes that each load the model and train: covered by tests/test_train.py's multi-process test
     "tunesmith train recipes/sft-lora.yaml --nproc 2",
     # a 7B base that is not on this machine, and a full synth → train → eval journey
