@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from conftest import UiProcess, shot
+from ui_helpers import UiProcess, shot
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
