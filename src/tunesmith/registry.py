@@ -139,7 +139,7 @@ VERBS: list[Verb] = [
     Verb("eval tasks", "tunesmith.eval.tasks:eval_tasks", "tunesmith.eval.tasks:EvalTasksConfig",
          "task scores (exact, number, label ranking by log-likelihood) and retention, base vs each adapter",
          consumes=("model", "adapter"), produces=("report",), writes=(Output("out", "dir"),),
-         reads=MODEL_IN + ("tasks", "shots")),
+         reads=MODEL_IN + ("tasks", "shots", "gguf")),
     Verb("eval lm-eval", "tunesmith.eval.lm_eval:eval_lm_eval", "tunesmith.eval.lm_eval:EvalLmEvalConfig",
          "lm-evaluation-harness tasks on the model (+ adapters): local task YAMLs offline, benchmarks from the hub "
          "(extra: tunesmith[lm-eval])", consumes=("model", "adapter"), produces=("report",),

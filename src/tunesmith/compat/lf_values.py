@@ -131,10 +131,12 @@ TEMPLATE_NOTE = "uses the model's own chat template (from its tokenizer)"
 
 def template(kind):
     def conv(v, ctx):
-        from ..models.template import FALLBACK_TEMPLATES
+        from ..models.template import FALLBACK_TEMPLATES, SHIPPED
 
         if kind == "train" and text(v) in FALLBACK_TEMPLATES:
             return {"data.template": v}  # used only when the model ships no chat template
+        if kind == "train" and text(v) in SHIPPED:
+            return {"data.template": v}  # replaces the model's own and is saved with the run (qwen3's switch)
         raise Skip(TEMPLATE_NOTE)
     return conv
 

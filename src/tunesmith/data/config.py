@@ -108,8 +108,10 @@ class DataConfig(Section):
     seed: int = Field(42, description="seed for sampling, the validation split and the shuffle")
     cutoff_len: int = Field(1024, gt=0, description="tokens per row; longer rows are cut from the end")
     mask_history: bool = Field(False, description="train only the last assistant turn of each row")
-    template: str | None = Field(None, description="fallback chat template (chatml, alpaca) for base models "
-                                                   "that have none")
+    template: str | None = Field(None, description="chat template: a fallback for base models that have none "
+                                                   "(chatml, alpaca), or one that replaces the model's own and "
+                                                   "is saved with the run (qwen3: ChatML with the thinking switch; "
+                                                   "or a .jinja file)")
     drop_bad_rows: bool = Field(False, description="skip rows that fail the check instead of stopping")
     dedupe: bool = Field(False, description="drop exact duplicate rows (the first copy is kept); without it they "
                                             "are trained on, with a warning")
@@ -142,6 +144,13 @@ class DataConfig(Section):
             data = dict(data)
             data["datasets"] = _as_paths(data.pop("path"), "path") + cls._datasets(data.get("datasets", []))
         return data
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v):
+        from ..models.template import check_template_name
+
+        return None if v is None else check_template_name(v)
 
     @field_validator("val_size")
     @classmethod

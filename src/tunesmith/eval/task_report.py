@@ -75,10 +75,32 @@ def confusion_png(conf: dict, title: str) -> bytes:
     return data
 
 
+def _what(run: dict) -> str:
+    if run.get("gguf"):
+        return f"GGUF through llama.cpp: {run['gguf']}"
+    return run["adapter"] or "no adapter"
+
+
+def switch_table(rep: dict) -> list[str]:
+    """Share of answers that follow the thinking switch, per task and mode (— : no switch in the template)."""
+    runs = rep["runs"]
+    names = [n for n in runs[0]["tasks"] if any("switch" in r["tasks"][n] for r in runs)]
+    if not names:
+        return []
+    lines = ["", "## Thinking switch", "",
+             "Answers that follow the template's `enable_thinking`: on, a `<think>…</think>` block then an answer; "
+             "off, no `<think>` (the `format` reward). — : the model's template has no switch.", "",
+             "| task | items | " + " | ".join(r["name"] for r in runs) + " |", "|---|---|" + "---|" * len(runs)]
+    for n in names:
+        lines.append(f"| {n} | {runs[0]['tasks'][n]['items']} | "
+                     + " | ".join(_pct(r["tasks"][n].get("switch")) for r in runs) + " |")
+    return lines
+
+
 def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
     runs = rep["runs"]
     lines = [f"# Task report: `{rep['model']}`", "",
-             "Models: " + "; ".join(f"**{r['name']}** ({r['adapter'] or 'no adapter'})" for r in runs), "",
+             "Models: " + "; ".join(f"**{r['name']}** ({_what(r)})" for r in runs), "",
              "| task | kind | items | " + " | ".join(r["name"] for r in runs) + " |",
              "|---|---|---|" + "---|" * len(runs)]
     for name, t in rep["tasks"].items():
@@ -96,6 +118,7 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
                          + " | ".join(_pct(r["retention"].get(key)) for r in runs) + " |")
     for name, d in rep.get("retention_delta", {}).items():
         lines.append(f"\nRetention delta, {name} − base: **{d * 100:+.1f} points**.")
+    lines += switch_table(rep)
     lines += ["", "![scores](scores.png)", ""]
     for name, t in rep["tasks"].items():
         if "label" not in t["kinds"]:

@@ -16,6 +16,14 @@ with a ``label`` field, ``number`` when the expected text ends in a number, ``ex
   the chat template) and by generation + normalised exact match. Accuracy, per-label precision
   and recall, and a confusion matrix.
 
+Thinking switch (``thinking: on | off | both``): task prompts are rendered with the template's
+``enable_thinking`` set (both: every task answered in each mode, reported as ``TASK (thinking on)``
+and ``TASK (thinking off)``), and each answer is judged by the ``format`` reward of the task home:
+on, a ``<think>…</think>`` block then an answer; off, no ``<think>``. The share that follows is
+reported per task and mode; a model whose template has no switch is answered once and gets "—".
+Retention is then asked with thinking off. ``gguf``: GGUF files (or ``export gguf`` folders) are
+scored as further runs through llama.cpp, with the template in each file (infer/gguf.py).
+
 Retention: a fixed general set with known short answers (assets/retention.jsonl, zh + en) is
 answered by every model (an answer counts when it names an expected value: a whole word or number
 in Latin script, anywhere in CJK — "12" does not count for "2"); the report gives each adapter's retention minus the base's.
@@ -26,16 +34,20 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import AdaptedModelSection, Replaceable
 from ..errors import UserError
 from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
+from ..models.template import supports_thinking
 from ..tasks.answers import as_label, correct, mentions  # the one copy of answer extraction (the task home)
+from ..tasks.rewards import format_ as follows_switch  # the one check of a think block (the format reward)
 
 KINDS = ("number", "exact", "contains", "label")
+MODES = {"default": (None,), "on": (True,), "off": (False,), "both": (True, False)}
 
 
 class EvalTasksConfig(AdaptedModelSection, Replaceable):
@@ -56,6 +68,18 @@ class EvalTasksConfig(AdaptedModelSection, Replaceable):
                                                 "prompt as earlier user/assistant turns (a few-shot prompted "
                                                 "baseline, e.g. one worked chain of thought); not for retention")
     n_shots: int = Field(1, ge=1, description="how many rows of the shots file to show")
+    thinking: Literal["default", "on", "off", "both"] = Field(
+        "default", description="the template's thinking switch for task prompts: default = unset; on / off; both = "
+                               "every task in each mode. When set, the share of answers that follow it is reported")
+    gguf: list[str] = Field(default_factory=list, description="GGUF files (or export gguf folders: each .gguf in "
+                                                              "it) scored too, through llama.cpp with the file's "
+                                                              "own chat template (not label tasks)")
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _on_off(cls, v):
+        """YAML and the command line read on / off as booleans."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 # ---------------------------------------------------------------- task files
@@ -128,9 +152,14 @@ def label_logprobs(engine: Engine, prompt: str, labels: list[str], with_end: boo
     return out
 
 
-def _generate(engine: Engine, prompts: list[str], tokens: int, shots: list[dict] = ()) -> list[str]:
+def _generate(engine: Engine, prompts: list[str], tokens: int, shots: list[dict] = (),
+              think: bool | None = None) -> list[str]:
     return engine.generate([[*shots, {"role": "user", "content": p}] for p in prompts],
-                           GenParams(max_new_tokens=tokens))
+                           GenParams(max_new_tokens=tokens, enable_thinking=think))
+
+
+def mode_name(task: str, think: bool | None) -> str:
+    return task if think is None else f"{task} (thinking {'on' if think else 'off'})"
 
 
 def shot_turns(cfg: EvalTasksConfig) -> list[dict]:
@@ -159,19 +188,25 @@ def classification(gold: list[str], pred: list[str | None], labels: list[str]) -
     return {"accuracy": round(acc, 4), "per_label": per, "confusion": {"labels": cols, "matrix": matrix}}
 
 
-def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
+def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig, think: bool | None = None) -> tuple[dict, list[dict]]:
+    """Scores and answer rows of one task; ``think`` sets the template's switch (the template has one)."""
     items, shots = task["items"], shot_turns(cfg)
     if cfg.label_prompt:
         items = [{**i, "prompt": i["prompt"] + "\n" + cfg.label_prompt.format(labels=", ".join(i["labels"]))}
                  if i["kind"] == "label" else i for i in items]
     long = any(i["kind"] == "number" for i in items)
-    answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens, shots)
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.max_new_tokens if long else cfg.short_tokens, shots,
+                        think)
     rows, res = [], {}
     for i, a in zip(items, answers):
         rows.append({"instruction": i["prompt"], "input": "", "output": a, "expect": i["expect"], "kind": i["kind"],
                      "correct": correct(i["kind"], a, i["expect"]), "row": i["row"]})
+        if think is not None:
+            rows[-1]["follows_switch"] = bool(follows_switch(a, {"prompt": i["prompt"], "think": think}))
     res["accuracy"] = round(sum(r["correct"] for r in rows) / len(rows), 4)
     res["items"] = len(rows)
+    if think is not None:
+        res["switch"] = round(sum(r["follows_switch"] for r in rows) / len(rows), 4)
     lab = [(i, r) for i, r in zip(items, rows) if i["kind"] == "label"]
     if lab:
         gold = [i["expect"] for i, _ in lab]
@@ -186,9 +221,9 @@ def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig) -> tuple[dict, 
     return res, rows
 
 
-def score_retention(engine: Engine, cfg: EvalTasksConfig) -> tuple[dict, list[dict]]:
+def score_retention(engine: Engine, cfg: EvalTasksConfig, think: bool | None = None) -> tuple[dict, list[dict]]:
     items = retention_items()
-    answers = _generate(engine, [i["prompt"] for i in items], cfg.short_tokens)
+    answers = _generate(engine, [i["prompt"] for i in items], cfg.short_tokens, think=think)
     rows = [{**i, "answer": a, "correct": mentions(a, i["expect"])} for i, a in zip(items, answers)]
     res = {"accuracy": round(sum(r["correct"] for r in rows) / len(rows), 4), "items": len(rows)}
     for lang in sorted({r["lang"] for r in rows}):
@@ -200,10 +235,19 @@ def score_retention(engine: Engine, cfg: EvalTasksConfig) -> tuple[dict, list[di
 
 def evaluate(engine: Engine, tasks: list[dict], cfg: EvalTasksConfig) -> dict:
     run = {"tasks": {}, "answers": {}}
+    switch = cfg.thinking != "default" and supports_thinking(engine.tok)
     for t in tasks:
-        run["tasks"][t["name"]], run["answers"][t["name"]] = score_task(engine, t, cfg)
+        once = None
+        for think in MODES[cfg.thinking]:
+            key = mode_name(t["name"], think)
+            if switch or think is None:
+                run["tasks"][key], run["answers"][key] = score_task(engine, t, cfg, think)
+                continue
+            once = once or score_task(engine, t, cfg)  # no switch in this template: answered once
+            run["tasks"][key] = {**once[0], "switch": None}
+            run["answers"][key] = once[1]
     if cfg.retention:
-        run["retention"], run["answers"]["retention"] = score_retention(engine, cfg)
+        run["retention"], run["answers"]["retention"] = score_retention(engine, cfg, False if switch else None)
     return run
 
 
@@ -216,6 +260,11 @@ def run_eval(cfg: EvalTasksConfig) -> dict:
         raise UserError("tasks: name at least one task file (or keep retention on)")
     tasks = [read_task(s, cfg.max_items) for s in cfg.tasks]  # every file is checked before a model loads
     shot_turns(cfg)
+    from ..infer.gguf import GgufEngine, gguf_files
+
+    ggufs = [f for g in cfg.gguf for f in gguf_files(g)]
+    if ggufs and any(i["kind"] == "label" for t in tasks for i in t["items"]):
+        raise UserError("gguf: label tasks are ranked by log-likelihood, which is not measured on GGUF files")
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise UserError(f"tasks: two task files share the name '{max(names, key=names.count)}'; rename one")
@@ -230,9 +279,16 @@ def run_eval(cfg: EvalTasksConfig) -> dict:
         print(f"scoring {label} …")
         runs.append({"name": label, "adapter": adapter, **evaluate(engine, tasks, cfg)})
         del engine
-    rep = {"model": model, "tasks": {t["name"]: {"file": t["file"], "items": len(t["items"]),
-                                                 "kinds": sorted({i["kind"] for i in t["items"]}),
-                                                 "labels": t["labels"]} for t in tasks},
+    for f in ggufs:
+        engine = GgufEngine.load(f)
+        label = f"gguf-{f.stem.removeprefix('model-')}"
+        print(f"scoring {label} ({f}, llama.cpp) …")
+        runs.append({"name": label, "adapter": None, "gguf": str(f), **evaluate(engine, tasks, cfg)})
+        engine.close()
+    rep = {"model": model, "tasks": {mode_name(t["name"], m): {"file": t["file"], "items": len(t["items"]),
+                                                               "kinds": sorted({i["kind"] for i in t["items"]}),
+                                                               "labels": t["labels"]}
+                                     for t in tasks for m in MODES[cfg.thinking]},
            "runs": runs}
     if cfg.retention and len(runs) > 1:
         base = runs[0]["retention"]["accuracy"]
@@ -248,6 +304,9 @@ def eval_tasks(cfg: EvalTasksConfig) -> int:
         scores = ", ".join(f"{n} {s['accuracy']:.1%}" for n, s in r["tasks"].items())
         ret = f"retention {r['retention']['accuracy']:.1%}" if "retention" in r else ""
         print(f"{r['name']}: {', '.join(x for x in (scores, ret) if x)}")
+        follow = [f"{n} {s['switch']:.1%}" for n, s in r["tasks"].items() if s.get("switch") is not None]
+        if follow:
+            print(f"{r['name']}: answers that follow the thinking switch: {', '.join(follow)}")
     for name, d in rep.get("retention_delta", {}).items():
         print(f"retention delta ({name} − base): {d * 100:+.1f} points")
     if cfg.out:

@@ -34,7 +34,8 @@ class GgufConfig(AdaptedModelSection):
     model: str | None = Field(None, description="base model (alias, HF folder, .gguf, hub id); unset: the base the "
                                                 "first adapter names")
     out: str = Field(..., description="folder for the GGUF files, Modelfile and README (must not exist or be empty)")
-    quant: list[str] = Field(["q4_k_m"], min_length=1, description="file types to write: f16, bf16, q8_0, q4_k_m, "
+    quant: list[str] = Field(["q4_k_m"], min_length=1, json_schema_extra={"items": {"type": "string", "enum": list(TYPES)}},
+                             description="file types to write: f16, bf16, q8_0, q4_k_m, "
                              "q5_k_m, q6_k, … (the f16 file is made first either way and kept only when listed)")
     name: str | None = Field(None, description="model name in the GGUF metadata and the Ollama README; "
                                                "unset: out's folder name")
@@ -162,7 +163,7 @@ def _tokenizer(folder: Path):
 def _verify(gguf: Path, tok) -> dict:
     """llama.cpp reads the file back: chat prompts → the HF tokenizer's ids, exactly, and its
     end-of-generation token is one that ends a turn in the template."""
-    from ..models.template import end_of_turn_ids
+    from ..models.template import end_of_turn_ids, supports_thinking
     from .merge import PROBES
 
     lc = lt.llama_cpp()
@@ -181,11 +182,39 @@ def _verify(gguf: Path, tok) -> dict:
                 raise UserError(f"llama.cpp tokenizes the exported {gguf.name} differently from the HF tokenizer "
                                 f"({len(got)} vs {len(ids)} tokens on a chat probe); nothing was written")
             n += 1
+        switch = _check_switch(model, tok, gguf) if supports_thinking(tok) else None
         ends = end_of_turn_ids(tok) if tok.chat_template else [tok.eos_token_id]
         if not any(lc.llama_vocab_is_eog(model.vocab, i) for i in ends):
             raise UserError(f"llama.cpp does not end generation on the template's end-of-turn token "
                             f"{tok.convert_ids_to_tokens(ends[0])!r} in the exported {gguf.name}; nothing was written")
         return {"prompts_tokenized_equal": n, "llama_eos": model.token_eos(), "llama_eot": model.token_eot(),
-                "template_end_of_turn": ends}
+                "template_end_of_turn": ends, **({"thinking_switch": switch} if switch else {})}
     finally:
         model.close()
+
+
+def _check_switch(model, tok, gguf: Path) -> dict:
+    """A template with a thinking switch keeps it in the file: the GGUF's ``tokenizer.chat_template`` is
+    the model's, and llama-cpp-python's own Jinja formatter renders the chat probes in both modes
+    exactly as ``apply_chat_template`` does, into the same tokens."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from .merge import PROBES
+
+    carried = model.metadata().get("tokenizer.chat_template")
+    if carried != tok.chat_template:
+        raise UserError(f"the exported {gguf.name} does not carry the model's chat template (its thinking switch "
+                        "would be lost); nothing was written")
+    text = lambda i: model.detokenize([i], special=True).decode("utf-8", "replace") if i >= 0 else ""  # noqa: E731
+    fmt = Jinja2ChatFormatter(carried, eos_token=text(model.token_eos()), bos_token=text(model.token_bos()))
+    n = 0
+    for msgs in PROBES:
+        for think in (True, False):
+            want = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False, enable_thinking=think)
+            got = fmt(messages=msgs, enable_thinking=think).prompt
+            if got != want or model.tokenize(got.encode(), add_bos=False, special=True) != \
+                    tok(want, add_special_tokens=False)["input_ids"]:
+                raise UserError(f"llama.cpp renders the exported {gguf.name}'s chat template with enable_thinking="
+                                f"{str(think).lower()} differently from the model's; nothing was written")
+            n += 1
+    return {"template_carried": True, "prompts_rendered_equal": n}

@@ -179,7 +179,7 @@ def _read_extra(cfg: IdentityJobConfig, names: IdentityNames) -> list[list[dict]
 def identity(cfg: IdentityJobConfig) -> int:
     from ..eval.identity import print_table, report_markdown, run_eval
     from ..models import load_tokenizer, resolve_model
-    from ..models.template import supports_thinking
+    from ..models.template import ensure_chat_template, supports_thinking
     from ..train import train
 
     t0 = time.time()
@@ -188,7 +188,10 @@ def identity(cfg: IdentityJobConfig) -> int:
     from ..registry import run_folder
 
     check_writable_dir(cfg.output_dir or "runs", "output_dir")
-    thinking = supports_thinking(load_tokenizer(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code))
+    tok = load_tokenizer(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    if cfg.data.template:  # a template that replaces the model's own (qwen3) decides the think rows too
+        ensure_chat_template(tok, cfg.data.template, "the model's tokenizer")
+    thinking = supports_thinking(tok)
     # Each fails on a missing file or value or a bad row before any work.
     rows = (user_identity_messages(cfg.identity_data, names) if cfg.identity_data
             else identity_messages(names, cfg.languages, thinking))

@@ -34,6 +34,10 @@ class TaskConfig(Replaceable):
     test_share: float = Field(0.1, gt=0, lt=1, description="share of all pairs held out for test; keep it the "
                                                           "same for the train and the test file")
     check: str | None = Field(None, description="check this JSONL of alpaca rows step by step instead of writing")
+    think: Literal["none", "on", "off", "both"] = Field(
+        "none", description="reasoning rows for a thinking switch: on = the steps in <think>…</think>, the final "
+                            "result as the answer; off = the final result alone; both = each pair twice (on, off); "
+                            "none = the steps as the answer")
 
     @field_validator("digits")
     @classmethod
@@ -42,9 +46,16 @@ class TaskConfig(Replaceable):
             raise ValueError("give two digit counts from 1 to 12, e.g. 2,2")
         return v
 
+    @field_validator("think", mode="before")
+    @classmethod
+    def _on_off(cls, v):
+        """YAML and the command line read on / off as booleans."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
 
 def make_rows(cfg: TaskConfig) -> list[dict]:
-    return arith.make_rows(cfg.task, cfg.digits, cfg.n, cfg.split, cfg.seed, cfg.test_share, cfg.lang)
+    return arith.make_rows(cfg.task, cfg.digits, cfg.n, cfg.split, cfg.seed, cfg.test_share, cfg.lang,
+                           cfg.think)
 
 
 def check_file(task: str, path: str) -> dict:
@@ -79,7 +90,7 @@ def task(cfg: TaskConfig) -> int:
     outputs = Outputs(cfg.out)
     rows = make_rows(cfg)
     write_rows(outputs, rows, {"kind": "synth task", "task": cfg.task, "digits": cfg.digits, "lang": cfg.lang,
-                               "seed": cfg.seed, "split": cfg.split, "test_share": cfg.test_share,
+                               "seed": cfg.seed, "split": cfg.split, "test_share": cfg.test_share, "think": cfg.think,
                                "split_rule": "sha256('<task>:<min>:<max>') as a fraction < test_share → test"})
     return 0
 

@@ -14,6 +14,7 @@ import random
 
 from ..errors import UserError
 from . import add, multiply
+from .answers import split_think
 from .steps import LANGS, StepError, parse_ask
 
 TASKS = {"multiply": multiply, "add": add}
@@ -55,19 +56,35 @@ def pairs(task: str, digits: list[int], n: int, split: str, seed: int, test_shar
     raise UserError(f"n: could not draw {n} distinct {split} pairs; lower n")
 
 
+THINK = ("none", "on", "off", "both")
+
+
+def with_thinking(steps: str, think: bool) -> str:
+    """The steps as a reasoning model answers: thinking on, every line but the last inside
+    ``<think>…</think>`` and the final result as the answer; off, the final result alone."""
+    *work, final = steps.splitlines()
+    return f"<think>\n{chr(10).join(work)}\n</think>\n\n{final}" if think else final
+
+
 def make_rows(task: str, digits: list[int], n: int, split: str = "train", seed: int = 0, test_share: float = 0.1,
-              lang: str = "zh") -> list[dict]:
+              lang: str = "zh", think: str = "none") -> list[dict]:
     """Alpaca rows (``instruction``, ``input`` "", ``output`` the steps); ``lang`` "mix" draws
-    zh or en per row. Every row is checked before it is returned."""
+    zh or en per row. ``think``: "none" writes the steps as the answer; "on" the steps as the
+    reasoning (``with_thinking``); "off" the final result alone; "both" every pair twice, on then
+    off (n rows: n/2 pairs), so the same question teaches both sides of a thinking switch. Every
+    row is checked before it is returned."""
     mod = TASKS[task]
     rng = random.Random(f"lang-{seed}")
     rows = []
-    for a, b in pairs(task, digits, n, split, seed, test_share):
+    modes = {"on": [True], "off": [False], "both": [True, False]}.get(think, [None])
+    for a, b in pairs(task, digits, -(-n // len(modes)), split, seed, test_share):
         row_lang = rng.choice(LANGS) if lang == "mix" else lang
         text = mod.steps(a, b, row_lang)
         mod.check(a, b, text, row_lang)  # a generator bug must never reach a dataset
-        rows.append({"instruction": mod.question(a, b, row_lang), "input": "", "output": text})
-    return rows
+        for mode in modes:
+            out = text if mode is None else with_thinking(text, mode)
+            rows.append({"instruction": mod.question(a, b, row_lang), "input": "", "output": out})
+    return rows[:n]
 
 
 def parse_question(task: str, text: str) -> tuple[int, int, str] | None:
@@ -81,8 +98,9 @@ def check_row(task: str, row: dict) -> str | None:
     if q is None:
         return f"instruction is not a {task} question"
     a, b, lang = q
-    try:
-        TASKS[task].check(a, b, str(row.get("output", "")), lang)
+    reasoning, answer = split_think(str(row.get("output", "")))
+    try:  # an answer with its steps in a think block is checked as the steps then the final line
+        TASKS[task].check(a, b, answer if reasoning is None else f"{reasoning}\n{answer}", lang)
     except StepError as e:
         return str(e)
     return None
