@@ -27,8 +27,11 @@ of both is the loop's data plan's step s (seeded shuffle, length grouping), one 
 
 Both models live in the one process and take turns, A B A B … (`--rounds` rounds of `--steps`
 optimizer steps each, after `--warmup` untimed steps each), so machine noise falls on both. Printed:
-real tokens/s (Σ row lengths, no padding) per round and over all rounds, the ratio, and each loop's
-loss over the last round's steps (same rows, same schedule: they should agree closely).
+real tokens/s (Σ row lengths, no padding) per round and over all rounds, the ratio (peer time /
+our time: over all rounds, and the median of the rounds' ratios, which a burst of load from
+another process on a shared machine moves least; each round prints the 1-minute load average),
+and each loop's loss over the last round's steps (same rows, same schedule: they should agree
+closely).
 """
 from __future__ import annotations
 
@@ -236,7 +239,7 @@ def main() -> int:
                      "autocast": run.autocast, "packing": run.manifest["schedule"]["packing"],
                      "kernels": run.manifest["schedule"]["kernels"]},
             "peer_dtype": str(next(peer.model.parameters()).dtype).replace("torch.", ""),
-            "setup_s": round(time.perf_counter() - t0, 1)}
+            "setup_s": round(time.perf_counter() - t0, 1), "load1": round(os.getloadavg()[0], 2)}
     print(json.dumps(info), flush=True)
 
     ours.steps(args.warmup)
@@ -251,7 +254,7 @@ def main() -> int:
         step += args.steps
         print(json.dumps({"round": r + 1, "steps": f"{step - args.steps + 1}-{step}", "real_tokens": toks[-1],
                           "ours_tok_s": round(toks[-1] / a, 1), "peer_tok_s": round(toks[-1] / b, 1),
-                          "ratio": round(b / a, 3)}), flush=True)
+                          "ratio": round(b / a, 3), "load1": round(os.getloadavg()[0], 2)}), flush=True)
     last = step - args.steps
     ours_loss = statistics.fmean(ours.losses(last, step))
     peer_loss = statistics.fmean(peer.loss_log[s] for s in range(last + 1, step + 1))
@@ -261,7 +264,7 @@ def main() -> int:
               "steps_each": step, "timed_steps_each": args.steps * args.rounds,
               f"ours_loss_steps_{last + 1}_{step}": round(ours_loss, 4),
               f"peer_loss_steps_{last + 1}_{step}": round(peer_loss, 4),
-              "goal": 1.5}
+              "goal": 1.5, "load1_end": round(os.getloadavg()[0], 2)}
     print(json.dumps(result), flush=True)
     if args.profile:
         print(profile_ours(ours, args.profile), flush=True)

@@ -12,7 +12,7 @@ Usage:
             --kernels auto|liger|none, --attention auto|sdpa|flex|varlen (train.attention),
             --compile (train.compile), --steps N (measured, after 2 warm-up steps),
             --profile (a table of where the GPU time goes)
-GC=1: gradient checkpointing. The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
+GC=1: gradient checkpointing, GC=2: checkpointing with offload (train.gradient_checkpointing: offload). The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
 else the embedded model's (its ids fit any larger vocabulary).
 
 Prints one JSON line per run:
@@ -140,7 +140,7 @@ def run_one(spec: str, args, root: Path) -> dict:
     from tunesmith.train.loop import fit, setup
 
     parts = spec.split(":")
-    name, seq, bsz, gc = parts[0], int(parts[1]), int(parts[2]), parts[3] == "1"
+    name, seq, bsz, gc = parts[0], int(parts[1]), int(parts[2]), {"0": False, "1": True, "2": "offload"}[parts[3]]
     method = parts[4] if len(parts) > 4 else "lora"
     model_dir = build_model(name, tokenizer_dir(args.tokenizer), root)
     steps = args.steps + 2
@@ -152,7 +152,7 @@ def run_one(spec: str, args, root: Path) -> dict:
     else:  # fixed length: every row longer than seq
         sets = [DatasetConfig(path=str(write_data(root / f"data-{seq}-{bsz * steps}.jsonl", bsz * steps, seq)))]
     cuda = torch.cuda.is_available()
-    out = root / f"run-{name}-{seq}-{bsz}-{int(gc)}-{method}-{time.time_ns()}"
+    out = root / f"run-{name}-{seq}-{bsz}-{parts[3]}-{method}-{time.time_ns()}"
     cfg = TrainConfig(model=str(model_dir), method=method, output_dir=str(out), progress=False,
                       dtype="bf16" if cuda else "fp32", device="cuda" if cuda else "cpu",
                       lora=LoraSettings(r=16, alpha=32, dropout=0.0),

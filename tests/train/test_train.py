@@ -145,8 +145,11 @@ def test_embedded_model_memorizes_and_chat_reproduces(embedded_dir, tmp_path):
         "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "train.lr": 3e-3, "train.max_steps": 60,
         "train.batch_size": 4, "train.grad_accum": 1, "train.save_every": None, "train.warmup": 3})
     train_cli(f)
-    m = json.loads((tmp_path / "mem" / "manifest.json").read_text())
-    assert m["metrics"]["train_loss"] < 0.1, m["metrics"]
+    # The last steps' mean, not the last step alone: one batch of 4 rows swings 0.001–0.2 here, in
+    # fp32 and under the bf16 autocast that a CPU with AMX trains with by default (train/cpu.py).
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "mem" / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in x]
+    assert len(losses) == 60 and sum(losses[-10:]) / 10 < 0.1, losses[-10:]
     q, a = TOY[3]
     r = subprocess.run([sys.executable, "-m", "tunesmith.cli", "chat", "smollm2-135m-instruct", "--adapter",
                         str(tmp_path / "mem"), "--prompt", q], capture_output=True, text=True)

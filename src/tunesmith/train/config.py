@@ -34,7 +34,10 @@ class LoopSettings(Section):
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip gradients to this norm (null: no clipping)")
     seed: int = Field(42, description="seed for initialisation, data order and dropout")
     group_by_length: bool = Field(True, description="batch rows of similar length together so padding stays small")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    gradient_checkpointing: bool | Literal["offload"] = Field(
+        False, description="recompute activations in backward to save memory; offload = also keep each layer's "
+                           "input in pinned CPU memory until the backward needs it (torch's save_on_cpu; "
+                           "Unsloth's offloaded checkpointing: less GPU memory, some speed)")
     dtype: Dtype = Field(None, description="deprecated: use dtype (the top-level field; still read from old recipes)")
     log_every: int = Field(1, gt=0, description="log train metrics every N steps")
     eval_every: int | None = Field(None, gt=0, description="evaluate on the val split every N steps (and at the end)")
@@ -59,8 +62,8 @@ class LoopSettings(Section):
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
-                            "model is bf16 and the adapters fp32 (off on a CPU); bf16 = always (on a CPU with AMX: the frozen "
-                            "weights cast to bf16 once, attention in fp32, train/cpu.py); off = never")
+                            "model is bf16 and the adapters fp32 (off on a CPU); bf16 = always (on a CPU with AMX: the "
+                            "frozen weights held in bf16, attention in fp32, train/cpu.py); off = never")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 

@@ -1,15 +1,17 @@
 """What makes the training loop fast on a CPU (measured on the 2-core AMX CPU: docs/benchmarks.md, issue 24).
 
-- bf16 autocast where the CPU has AMX (bf16 matrix units; ``amx_bf16``): ``train.autocast: auto``
-  turns it on for LoRA over an fp32 model, as it does on CUDA. The fp32 weights, LoRA weights,
-  gradients, optimizer state and loss are kept; the matmuls run in bf16.
-- Frozen weights cast to bf16 once (``precast_frozen``): autocast keeps its casts only of weights
-  that train, so every forward cast every frozen base weight again, to the same bf16 values.
+- bf16 autocast where the CPU has AMX (bf16 matrix units; ``amx_bf16``), on request
+  (``train.autocast: bf16``; the CPU default stays fp32, issue 24). The weights that train (LoRA), their
+  gradients and optimizer state, and the loss stay fp32; the matmuls run in bf16.
+- The frozen weights held in bf16 (``precast_frozen``), as on CUDA where the model loads in bf16:
+  autocast keeps its casts only of weights that train, so every forward cast every frozen weight
+  again, and an fp32 residual stream cast each layer's input once per projection.
 - Attention in fp32 under autocast (``FP32_SDPA``): torch's bf16 flash attention for CPU took
   ~6× the fp32 kernel's time in backward; q, k, v are cast up and the output goes on in bf16.
 - LoRA dropout masks from 16-bit slices of 64-bit random words (``fast_lora_dropout``): torch's CPU
-  dropout draws one Bernoulli per element (18% of an fp32 step); this draws one word per four
-  elements. Same rule (drop with probability p, scale the rest by 1 / (1 - p)), another random stream.
+  dropout draws one Bernoulli per element (18% of an fp32 step); this takes four draws from each
+  word of numpy's PCG64DXSM, seeded from torch's generator. Same rule (drop with probability p,
+  scale the rest by 1 / (1 - p) in fp32), another random stream.
 """
 from __future__ import annotations
 
@@ -27,23 +29,17 @@ def has_amx() -> bool:
 
 
 def precast_frozen(model, dtype) -> int:
-    """Cast the weights (and biases) of every frozen ``nn.Linear`` to ``dtype`` in place, once: the
-    casts autocast would make on every forward. The output projection is left alone (it may share
-    its weight with the input embeddings, which stay fp32). Returns how many layers were cast.
-    The model then needs autocast wherever it runs."""
+    """Hold every frozen floating-point parameter in ``dtype`` (in place, once); the loop then lets
+    peft's LoRA layers take their input as it comes (``kernels.share_lora_inputs``, as on CUDA).
+    Parameters that train are untouched; buffers (e.g. RoPE frequencies) too. Returns how many
+    parameters were cast. The model then runs only under autocast."""
     import torch
 
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     cast = 0
-    for module in model.modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
-            continue
-        params = [p for p in (module.weight, module.bias) if p is not None]
-        if any(p.requires_grad for p in params) or module.weight.dtype != torch.float32:
-            continue
-        for p in params:
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
             p.data = p.data.to(dtype)
-        cast += 1
+            cast += 1
     return cast
 
 
@@ -53,8 +49,9 @@ _DROPOUT: list = []  # the module class, made once on first use (torch is import
 def fast_dropout(p: float):
     """Dropout for the CPU: one 64-bit random word gives four 16-bit draws. An element is dropped
     when its draw falls below round(p · 65536) of 65536 (p to within 1/131072); kept elements are
-    scaled by the inverse of the exact keep rate, so the expectation is unchanged."""
+    scaled, in fp32, by the inverse of the exact keep rate, so the expectation is unchanged."""
     if not _DROPOUT:
+        import numpy as np
         import torch
 
         class FastDropout(torch.nn.Module):
@@ -69,9 +66,11 @@ def fast_dropout(p: float):
                 if not self.training or self.p == 0:
                     return x
                 n = x.numel()
-                words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
-                draws = words.random_(-2**63, 2**63 - 1).view(torch.int16)[:n].view(x.shape)
-                return x * (draws >= self.threshold) * self.scale
+                seed = int(torch.randint(2**62, ()))  # torch's seed (and a resumed run's state) decides the masks
+                words = np.random.PCG64DXSM(seed).random_raw((n + 3) // 4)
+                draws = torch.from_numpy(words.view(np.int16)[:n]).view(x.shape).to(x.device)
+                noise = torch.where(draws >= self.threshold, self.scale, 0.0)  # fp32
+                return x * noise  # one pass to build the mask, one to apply it (and one back)
 
             def extra_repr(self) -> str:
                 return f"p={self.p}"

@@ -67,6 +67,56 @@ def compile_layers(model) -> int:
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
         raise UserError(f"train.compile: no decoder layers found in {type(inner).__name__}; set compile: false")
+    watch_recompiles()
     for layer in layers:
         layer.compile(dynamic=True)  # packed widths and bin counts vary every step: one graph for all
     return len(layers)
+
+
+RECOMPILE_LIMIT = 4  # graphs per compiled layer before it runs eagerly (torch's own default: 8)
+FALLBACK = (f"train.compile: the decoder layers recompiled {RECOMPILE_LIMIT} times as batch shapes changed; they run "
+            "without compile from here (set train.compile: false to skip compiling)")
+
+
+def watch_recompiles() -> None:
+    """A compiled layer whose inputs keep changing shape would recompile again and again, and the
+    run would be slower with compile than without. torch stops at ``recompile_limit`` and runs that
+    code eagerly from then on; this sets the limit and turns torch's multi-line warning into one
+    line, said once."""
+    import logging
+
+    import torch
+
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    log = logging.getLogger("torch._dynamo.convert_frame")
+    if not any(isinstance(f, _FallbackNote) for f in log.filters):
+        log.addFilter(_FallbackNote())
+
+
+class _FallbackNote:
+    said = False
+
+    def filter(self, record) -> bool:
+        if "recompile_limit" not in record.getMessage():
+            return True
+        if not _FallbackNote.said:
+            _FallbackNote.said = True
+            print(FALLBACK, flush=True)
+        return False
+
+
+def share_lora_inputs(model) -> int:
+    """Under bf16 autocast with fp32 adapters: let peft's LoRA layers take their input as it comes.
+    peft casts a layer's input to the adapter's dtype (fp32) before ``lora_A``, and autocast then
+    casts it back to bf16 for the matmul — a new bf16 copy of the input that autograd keeps for
+    the backward, once per adapted projection (seven a decoder layer), beside the very same values
+    the frozen projection already keeps. Without peft's cast ``lora_A`` gets the bf16 input itself
+    (autocast casts only its weight), so the same numbers flow and one saved tensor serves both.
+    The model must then run only under autocast (the loop's step and evaluation do). Returns how
+    many layers were switched."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+            n += 1
+    return n

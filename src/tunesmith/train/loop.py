@@ -32,8 +32,8 @@ from .batching import DataPlan
 from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
 from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
-from .cpu import fast_lora_dropout, has_amx, precast_frozen, use_fp32_attention
-from .kernels import compile_layers, patch_model, resolve_kernels
+from .cpu import fast_lora_dropout, precast_frozen, use_fp32_attention
+from .kernels import compile_layers, patch_model, resolve_kernels, share_lora_inputs
 from .logs import RunLog
 from .objectives import Objective
 from .prepare import check_run_dir, prepare_data
@@ -100,10 +100,9 @@ def setup(cfg: TrainConfig) -> Run:
     attention = resolve_attention(loop.attention, device, dtype == torch.bfloat16, packed, head_width(model_cfg))
     if hasattr(objective, "attention"):
         objective.attention = attention
-    # bf16 autocast on a CPU with AMX on request (train.autocast: bf16): fp32 weights kept, matmuls in bf16
-    # (train/cpu.py). Not the CPU default yet: the identity demo's quality was measured in fp32, and its
-    # figures under bf16 are still to be taken (issue 24). Never for an online objective (GRPO samples
-    # outside the step's autocast).
+    # bf16 autocast on a CPU with AMX on request (train.autocast: bf16): fp32 weights that train, matmuls in
+    # bf16 (train/cpu.py). Not the CPU default: the identity demo's quality was measured in fp32 (issue 24).
+    # Never for an online objective (GRPO samples outside the step's autocast).
     offline = type(objective).rollout is Objective.rollout
     cpu_bf16 = device == "cpu" and loop.autocast == "bf16"
 
@@ -146,9 +145,9 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.method in ("lora", "qlora"):
         model = _apply_lora(model, cfg)
     objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
-    if cpu_bf16:  # with the bf16 path only, so the default CPU run stays the measured one
+    if cpu_bf16:  # with the bf16 path only: a CPU without AMX keeps torch's dropout
         fast_lora_dropout(model)
-    if cpu_bf16 and offline:  # the model runs only under autocast (training and evaluate)
+    if cpu_bf16 and offline:  # frozen weights held in bf16: the model runs only under autocast (step, evaluate)
         precast_frozen(model, torch.bfloat16)
     if loop.compile:
         compile_layers(model)
@@ -171,6 +170,8 @@ def setup(cfg: TrainConfig) -> Run:
         loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
         and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
+    if run.autocast and offline and cfg.method == "lora":  # the step and evaluation run under autocast
+        share_lora_inputs(model)  # no second bf16 copy of each adapted projection's input (kernels.py)
     if run.main:
         print(settings_line(cfg, device, dtype, manifest["schedule"]), flush=True)
         if not resume_from:
@@ -187,7 +188,7 @@ def settings_line(cfg: TrainConfig, device: str, dtype, schedule: dict) -> str:
     packing = f"on ({cfg.train.pack_len or cfg.data.cutoff_len}-token bins)" if schedule["packing"] else "off"
     return (f"train: {cfg.objective} {cfg.method} on {device} {str(dtype).removeprefix('torch.')} | kernels "
             f"{schedule['kernels']} | attention {schedule['attention']} | compile {on[schedule['compile']]} | "
-            f"packing {packing} | checkpointing {on[schedule['gradient_checkpointing']]} | "
+            f"packing {packing} | checkpointing {on.get(schedule['gradient_checkpointing'], 'offload')} | "
             f"autocast {schedule['autocast']}")
 
 

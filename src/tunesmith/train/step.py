@@ -49,7 +49,8 @@ def train_step(run, step_micro: list[list[int]], step: int = 0) -> tuple[float, 
         sync = k == len(micro) - 1
         cast = torch.autocast(acc.device.type, dtype=torch.bfloat16) if run.autocast else contextlib.nullcontext()
         with contextlib.nullcontext() if sync else acc.no_sync(run.model), cast:
-            loss, metrics = obj.loss(run.model, inputs, normaliser)  # this micro-batch's share of the mean
+            with offload(run):
+                loss, metrics = obj.loss(run.model, inputs, normaliser)  # this micro-batch's share of the mean
             # DDP averages gradients over processes; scale so the sum over the global batch survives.
             acc.backward(loss * acc.num_processes)
         loss_sum += loss.detach().float()
@@ -63,6 +64,18 @@ def train_step(run, step_micro: list[list[int]], step: int = 0) -> tuple[float, 
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return float(acc.reduce(loss_sum, reduction="sum")), grad_norm, {**reduce_sums(acc, metric_sums), **batch_metrics}
+
+
+def offload(run):
+    """``gradient_checkpointing: offload``: what the forward keeps for the backward goes to pinned CPU
+    memory (torch's ``save_on_cpu``) and comes back when the backward needs it. Under non-reentrant
+    checkpointing that is each layer's input (the recomputation inside the backward keeps its own on
+    the GPU), plus what the loss head keeps: the memory that grows with layers x tokens."""
+    import torch
+
+    if run.cfg.train.gradient_checkpointing == "offload" and torch.cuda.is_available():
+        return torch.autograd.graph.save_on_cpu(pin_memory=True)
+    return contextlib.nullcontext()
 
 
 def reduce_sums(acc, sums: dict) -> dict[str, float]:

@@ -7,6 +7,8 @@ attend only within themselves and never predict across a boundary, so a packed s
 same loss and gradients as the padded one (tests/train/test_packing.py)."""
 from __future__ import annotations
 
+import inspect
+
 from ...data.render import IGNORE
 from ..attention import model_inputs
 from ..batching import collate, pack_collate
@@ -41,6 +43,8 @@ class SFT(Objective):
         return pack_collate(rows, pad_id, self.pack_len, **({} if self.attention == "sdpa" else {"min_gain": 1.0}))
 
     def loss(self, model, batch, normaliser):
+        if batch["labels"].device.type == "cpu" and _keeps_logits_by_mask(model):
+            return _answer_logits_loss(model, batch, normaliser, self.attention), {}
         out = model(**_model_inputs(model, batch, self.attention), labels=batch["labels"],
                     num_items_in_batch=normaliser)  # loss = sum over tokens / normaliser
         return out.loss, {}
@@ -58,6 +62,30 @@ class SFT(Objective):
     def eval_metrics(self, sums):
         n = max(sums["tokens"], 1.0)
         return {"eval_loss": round(sums["loss"] / n, 6), "eval_acc": round(sums["correct"] / n, 6)}
+
+
+def _keeps_logits_by_mask(model) -> bool:
+    """Whether the causal LM under the wrappers (DDP, peft) takes a boolean ``logits_to_keep``
+    mask (transformers' ``slice_logits_to_keep``: only the kept positions reach the output layer)."""
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    forward = getattr(inspect.unwrap(type(inner).forward), "__code__", None)  # under transformers' decorators
+    return forward is not None and "slice_logits_to_keep" in forward.co_names
+
+
+def _answer_logits_loss(model, batch, normaliser, attention: str):
+    """The same loss as the model's own (sum of the cross-entropy over the target tokens /
+    ``normaliser``, in fp32), with the output layer and the cross-entropy run only at the
+    positions whose next token is a target: on the CPU the vocabulary-wide logits of the prompt
+    tokens were a tenth of a step (issue 24)."""
+    import torch
+    import torch.nn.functional as F
+
+    targets = batch["labels"][:, 1:]
+    keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    keep[:, :-1] = targets != IGNORE  # position t predicts token t + 1
+    logits = model(**_model_inputs(model, batch, attention), logits_to_keep=keep).logits  # [kept, vocab]
+    return F.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="sum") / normaliser
 
 
 def _model_inputs(model, batch, attention: str) -> dict:
