@@ -10,7 +10,7 @@ import time
 import pytest
 from ui_helpers import UiProcess, shot
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]
 
@@ -80,8 +80,11 @@ def test_whole_journey(browser, tmp_path, embedded_dir):
         err = "#err-f-train-max_steps"
         wait(d, lambda: text(d, err), what="field error")
         assert text(d, err) == "config: train.max_steps: Input should be greater than 0"
-        for fid, value in (("f-name", "Mira"), ("f-author", "Tunesmith Lab"), ("f-languages", "en"),
-                           ("f-train-max_steps", "2"), ("f-train-batch_size", "2"),
+        languages = Select(reveal(d, "f-languages"))  # a list of fixed words: several picked from the schema's
+        assert [o.get_attribute("value") for o in languages.options] == ["en", "zh"]
+        languages.deselect_all()
+        languages.select_by_value("en")
+        for fid, value in (("f-name", "Mira"), ("f-author", "Tunesmith Lab"), ("f-train-max_steps", "2"), ("f-train-batch_size", "2"),
                            ("f-eval_identity-max_new_tokens", "6"), ("f-eval_identity-batch_size", "32"),
                            ("f-data-datasets", '[{"path": "uploads/chat.jsonl", "samples": 4}]')):
             fill(d, fid, value)
@@ -120,7 +123,10 @@ def test_whole_journey(browser, tmp_path, embedded_dir):
         wait(d, lambda: d.find_elements(By.ID, "f-out"), what="export form")
         fill(d, "f-adapter", run)
         fill(d, "f-out", "exports/mira")
-        fill(d, "f-quant", "f16")
+        quant = Select(reveal(d, "f-quant"))  # the quant types as choices (from export gguf's schema)
+        assert {"f16", "q8_0", "q4_k_m"} <= {o.get_attribute("value") for o in quant.options}
+        quant.deselect_all()
+        quant.select_by_value("f16")
         wait(d, lambda: "quant=f16" in text(d, "#export-cli"))
         d.find_element(By.ID, "export-start").click()
         wait(d, lambda: "running" in text(d, "#export-status") or "done" in text(d, "#export-status"))

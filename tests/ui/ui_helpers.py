@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
+# docs/ui/ is rewritten only on request (TUNESMITH_UI_SHOTS=1 make test, or pytest tests/ui): a plain test run
+# takes the same screenshots into a temporary folder, so it never changes files of the checkout.
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "ui" if os.environ.get("TUNESMITH_UI_SHOTS")
+        else Path(os.environ.get("TMPDIR", "/tmp")) / f"tunesmith-ui-shots-{os.getpid()}")
 
 
 class UiProcess:

@@ -39,7 +39,8 @@ def _section(prop: dict, defs: dict) -> dict | None:
 
 
 def _kind(prop: dict, defs: dict) -> tuple[str, list]:
-    """How a field is edited: bool, int, number, string, choice (with its choices), list (of words) or yaml."""
+    """How a field is edited: bool, int, number, string, choice (with its choices), multi (several of its choices),
+    list (of words) or yaml."""
     opts = [_resolve(o, defs) for o in prop.get("anyOf", [prop])]
     opts = [o for o in opts if o.get("type") != "null"]
     choices: list = []
@@ -56,6 +57,8 @@ def _kind(prop: dict, defs: dict) -> tuple[str, list]:
         return "number", []
     if types == {"array"}:
         items = _resolve(opts[0].get("items", {}), defs)
+        if items.get("enum"):  # a list of fixed words (export gguf's quant types): several picked
+            return "multi", list(items["enum"])
         inner = {_resolve(i, defs).get("type") for i in items.get("anyOf", [items])}
         return ("list", []) if inner <= {"string", "integer", "number"} else ("yaml", [])
     if types <= {"string"}:

@@ -24,6 +24,13 @@ function input(f) {
       f.choices.map((c) => el("option", {value: String(c), text: String(c)})));
     s.value = dflt; return s;
   }
+  if (f.kind === "multi") {  // several of fixed words (e.g. GGUF quant types); the CLI gets them comma-joined
+    const s = el("select", {id, "data-key": f.key, multiple: true, size: Math.min(6, f.choices.length)},
+      f.choices.map((c) => el("option", {value: String(c), text: String(c)})));
+    const picked = dflt.split(",");
+    for (const o of s.options) o.selected = picked.includes(o.value);
+    return s;
+  }
   if (f.kind === "yaml") return el("textarea", {id, "data-key": f.key, rows: 2, placeholder: dflt || "YAML / JSON"});
   const e = el("input", {type: "text", id, "data-key": f.key, placeholder: dflt});
   return e;
@@ -50,7 +57,8 @@ class VerbForm {
     const out = {};
     for (const f of this.verb.fields) {
       const e = $(fieldId(f.key));
-      const v = f.kind === "bool" ? (e.checked ? "true" : "false") : e.value.trim();
+      const v = f.kind === "bool" ? (e.checked ? "true" : "false")
+        : f.kind === "multi" ? Array.from(e.selectedOptions, (o) => o.value).join(",") : e.value.trim();
       if (v !== "" && v !== defaultText(f)) out[f.key] = v;
     }
     return out;
@@ -62,7 +70,9 @@ class VerbForm {
       if (!e) continue;
       const text = typeof v === "object" && v !== null ? (Array.isArray(v) && v.every((x) => typeof x !== "object")
         ? v.join(",") : JSON.stringify(v)) : String(v);
-      if (e.type === "checkbox") e.checked = text === "true"; else e.value = text;
+      if (e.type === "checkbox") e.checked = text === "true";
+      else if (e.multiple) for (const o of e.options) o.selected = text.split(",").includes(o.value);
+      else e.value = text;
       const sec = e.closest("details"); if (sec) sec.open = true;
     }
     this.changed();
