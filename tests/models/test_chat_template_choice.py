@@ -1,4 +1,4 @@
-"""``data.template``: a shipped template (qwen3: Qwen3's own, with the thinking switch) or a user's
+"""``data.template``: a shipped template (qwen3: Qwen3's conversation format, with the thinking switch) or a user's
 .jinja file replaces the model's own, renders both modes, is saved by the run and kept by the merge;
 a wrong choice is one line before any work. Also the task home's reasoning rows (``think``)."""
 from __future__ import annotations
@@ -26,9 +26,40 @@ def _tok(embedded_dir):
     return load_tokenizer(embedded_dir)
 
 
-def test_qwen3_is_qwen3s_own_template_and_renders_both_modes(embedded_dir):
+# Conversations without tools: system or not, reasoning as a field or as a <think> head, earlier and
+# latest assistant turns, an empty think block, leading newlines.
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}],
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning_content": "two and two"}],
+    [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>x</think>b"},
+     {"role": "user", "content": "c"}, {"role": "assistant", "content": "<think>\ny\n</think>\n\nd"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>x</think>b"}, {"role": "user", "content": "c"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "assistant", "content": "<think>t</think>e"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "\n\nb"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>\n\n</think>\n\nb"}],
+]
+
+
+@pytest.mark.parametrize("conv", CONVERSATIONS)
+def test_qwen3_renders_as_qwen3s_own_template(embedded_dir, conv):
+    """Ours (written for tunesmith, no tools) renders every conversation as Qwen3's own template does
+    (TRL's copy of it), in each mode, with and without the generation prompt."""
+    tok, ref = _tok(embedded_dir), _tok(embedded_dir)
+    ensure_chat_template(tok, "qwen3")
+    ref.chat_template = (TRL_TEMPLATES / "qwen3.jinja").read_text()
+    assert tok.chat_template != ref.chat_template
+    for gen in (False, True):
+        for think in ({}, {"enable_thinking": True}, {"enable_thinking": False}):
+            assert (tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen, **think)
+                    == ref.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen, **think))
+
+
+def test_qwen3_renders_both_modes(embedded_dir):
     assert SHIPPED == ("qwen3",)
-    assert template_text("qwen3") == (TRL_TEMPLATES / "qwen3.jinja").read_text()  # verbatim
+    assert "written for tunesmith" in template_text("qwen3")
     tok = _tok(embedded_dir)
     assert not supports_thinking(tok)  # SmolLM2's own template has no switch
     ensure_chat_template(tok, "qwen3")

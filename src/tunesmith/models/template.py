@@ -7,8 +7,9 @@ and ms-swift's ``--template`` do: a shipped one (``models/templates/NAME.jinja``
 user's ``.jinja`` file. The tokenizer then carries it, so the run folder saves it, ``export merge``
 keeps it and ``export gguf`` writes it into the GGUF's ``tokenizer.chat_template``.
 
-Shipped: ``qwen3`` — Qwen3's own chat template, verbatim (as Qwen/Qwen3-* ship it; the copy TRL
-keeps as trl/chat_templates/qwen3.jinja): ChatML turns with the thinking switch. With
+Shipped: ``qwen3`` — Qwen3's conversation format with its thinking switch, in a template written for
+tunesmith (``models/templates/qwen3.jinja``; it renders every conversation without tools as Qwen3's own
+template does, checked against TRL's copy in tests/models; tools are not rendered): ChatML turns. With
 ``enable_thinking`` false the generation prompt ends with an empty ``<think>\n\n</think>\n\n``;
 true or unset, the model writes its own ``<think>…</think>`` before the answer.
 """
