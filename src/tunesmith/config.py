@@ -58,6 +58,20 @@ def _check_dtype(v: str | None) -> str | None:
 Dtype = Annotated[str | None, AfterValidator(_check_dtype)]
 
 
+def _check_env_name(v: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        raise ValueError("api_key_env takes the NAME of an environment variable (e.g. TUNESMITH_API_KEY), "
+                         "not the key itself")
+    return v
+
+
+# A field naming the environment variable that holds a key (serve's and the UI's api_key_env): keys
+# never go in files or argv.
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
 class ModelSection(Section):
     """The one model section: every verb that loads a model takes these fields, validated here.
     (Verbs may narrow a field — e.g. ``eval`` makes ``model`` required — but never rename it.)"""

@@ -3,11 +3,10 @@ with a chat page."""
 from __future__ import annotations
 
 import os
-import re
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..config import AdaptedModelSection
+from ..config import AdaptedModelSection, EnvName
 from ..errors import UserError
 
 
@@ -15,7 +14,7 @@ class ServeConfig(AdaptedModelSection):
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
     served_name: str | None = Field(None, description="model id clients send and /v1/models lists (default: MODEL's name)")
-    api_key_env: str = Field("TUNESMITH_API_KEY", description="environment variable holding the API key; when it is "
+    api_key_env: EnvName = Field("TUNESMITH_API_KEY", description="environment variable holding the API key; when it is "
                              "set, /v1/* requests need 'Authorization: Bearer KEY' (keys never go in files or argv)")
     max_batch: int = Field(32, ge=1, description="most sequences decoded together")
     prefill_rows: int = Field(8, ge=1, description="most new sequences prefilled in one step (smaller: running "
@@ -29,14 +28,6 @@ class ServeConfig(AdaptedModelSection):
     named_adapters: dict[str, str] = Field(default_factory=dict, description="adapters a request picks by its "
                                            "'model' field, e.g. {mira: runs/identity-…}: each trained on MODEL (+ "
                                            "adapter), all served beside MODEL from one copy of it")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError("api_key_env takes the NAME of an environment variable (e.g. TUNESMITH_API_KEY), "
-                             "not the key itself")
-        return v
 
     @property
     def resolved_key(self) -> str | None:

@@ -8,13 +8,12 @@ in the URL (kept as an HttpOnly cookie after the first visit) or the API key fro
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..config import Section
+from ..config import EnvName, Section
 from ..errors import UserError
 
 
@@ -24,17 +23,9 @@ class UiConfig(Section):
     port: int = Field(7860, ge=0, le=65535, description="TCP port (0 = any free port)")
     workspace: str = Field(".", description="folder the app works in: runs, uploads, saved recipes and its job "
                                             "state (.tunesmith-ui/); it writes nowhere else")
-    api_key_env: str = Field("TUNESMITH_API_KEY", description="environment variable holding a key to use instead "
+    api_key_env: EnvName = Field("TUNESMITH_API_KEY", description="environment variable holding a key to use instead "
                              "of a random token (keys never go in files or argv)")
     model: str = Field("smollm2-135m-instruct", description="model the data preview and chat start with")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError("api_key_env takes the NAME of an environment variable (e.g. TUNESMITH_API_KEY), "
-                             "not the key itself")
-        return v
 
     def token(self) -> str:
         """The key from the environment, else a fresh random token (printed in the URL)."""
