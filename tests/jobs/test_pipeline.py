@@ -209,7 +209,8 @@ def test_every_shipped_pipeline_recipe_validates_and_hands_off_to_earlier_stages
     """Each recipes/*.yaml with stages: every stage's config is valid for its verb, every input
     file exists or is an earlier stage's output, no stage names another stage's folder (a renumbered
     stage or another output_dir would otherwise fail hours into a run): hand-offs are references,
-    and each resolves to the data.jsonl of an earlier stage that produces a dataset."""
+    and each resolves to the data.jsonl of an earlier stage that produces a dataset (or to the folder of
+    an earlier stage's folder output, such as export gguf's)."""
     from pathlib import Path
 
     from tunesmith.config import build_config
@@ -232,6 +233,8 @@ def test_every_shipped_pipeline_recipe_validates_and_hands_off_to_earlier_stages
                     refs += 1
                     src = s[len(root) + 1:].split("/")[0]
                     n = int(src.split("-")[0])
-                    assert n <= p.index and s.startswith(f"{root}/{src}/data.jsonl"), f"{path.name}: {s}"
+                    # a dataset's data.jsonl, or the folder of a folder output ($gguf.gguf, $eval.report)
+                    assert n <= p.index and (s.startswith(f"{root}/{src}/data.jsonl") or s == f"{root}/{src}"), \
+                        f"{path.name}: {s}"
                     assert any(r.startswith("$") for r in raw), f"{path.name}: {s} is not written as a reference"
     assert refs >= 8
