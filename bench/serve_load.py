@@ -125,16 +125,11 @@ def start_tunesmith(model: str, max_batch: int) -> tuple[subprocess.Popen, str, 
 # multi-token batches on this VM, as tests/export/test_gguf.py notes; the server has no flag for it).
 LLAMACPP = """
 import sys
-import llama_cpp.llama_cpp as lib
-default = lib.llama_model_default_params
-def params():
-    p = default()
-    p.use_extra_bufts = False
-    return p
-lib.llama_model_default_params = params
 from llama_cpp.server.__main__ import main
+from tunesmith.infer.gguf import no_extra_buffer_types
 sys.argv = ["llama_cpp.server"] + sys.argv[1:]
-main()
+with no_extra_buffer_types():
+    main()
 """
 
 

@@ -63,26 +63,16 @@ def smol_export(tmp_path_factory, embedded_dir):
 
 
 def _llama(path: Path, **kw):
-    """llama.cpp on this file. Loaded without llama.cpp's extra CPU buffer types (weight repacking):
-    on this machine (a VM whose CPU reports AMX) the AMX repack path of this llama-cpp-python build
-    segfaults on any multi-token batch of quantized weights, while the plain CPU kernels are fine.
-    ``Llama`` does not expose ``use_extra_bufts``, so its default-params factory is wrapped for the load."""
-    import llama_cpp.llama_cpp as lib
+    """llama.cpp on this file, loaded without llama.cpp's extra CPU buffer types (weight repacking: on
+    this AMX VM that path of this llama-cpp-python build segfaults on multi-token batches of quantized
+    weights; ``infer/gguf.py`` says more)."""
     from llama_cpp import Llama
 
-    default = lib.llama_model_default_params
+    from tunesmith.infer.gguf import no_extra_buffer_types
 
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    lib.llama_model_default_params = params
-    try:
+    with no_extra_buffer_types():
         # one thread: llama.cpp's OpenMP threads spin-wait, which is ruinous on 2 shared cores
         return Llama(model_path=str(path), n_ctx=256, n_threads=1, verbose=False, **kw)
-    finally:
-        lib.llama_model_default_params = default
 
 
 def _prompts(tok, n: int = 4) -> list[list[int]]:

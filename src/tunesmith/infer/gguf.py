@@ -27,7 +27,7 @@ def _llama_cpp():
 
 
 @contextmanager
-def _no_extra_buffer_types():
+def no_extra_buffer_types():
     """Weights loaded without llama.cpp's extra CPU buffer types: on the AMX VM this project measures
     on, that build's AMX repack path segfaults on multi-token batches of quantized weights
     (tests/export/test_gguf.py, bench/serve_load.py); ``Llama`` exposes no switch for it, so its
@@ -75,7 +75,7 @@ class GgufEngine:
         if not p.is_file():
             raise UserError(f"gguf: {path} not found")
         lc = _llama_cpp()
-        with _no_extra_buffer_types():
+        with no_extra_buffer_types():
             try:
                 llm = lc.Llama(model_path=str(p), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                verbose=False)
