@@ -293,3 +293,10 @@ def test_neat_packing_outside_sft_is_refused_as_llamafactory_does():
 
     with pytest.raises(ConfigError, match='neat_packing: true: neat packing is for stage: sft only'):
         translate({"model_name_or_path": "m", "dataset": "a", "stage": "dpo", "neat_packing": True}, "p.yaml")
+
+
+def test_unsloth_offloaded_checkpointing_maps_to_offload():
+    values = translate({"model_name_or_path": "m", "stage": "sft", "dataset": "a", "use_unsloth_gc": True}, "x.yaml").values
+    assert values["train.gradient_checkpointing"] == "offload"
+    off = translate({"model_name_or_path": "m", "stage": "sft", "dataset": "a", "use_unsloth_gc": False}, "x.yaml")
+    assert "train.gradient_checkpointing" not in off.values and not off.unmapped

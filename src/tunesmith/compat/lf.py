@@ -98,6 +98,8 @@ TRAIN: dict[str, tuple[str, Callable, str]] = {
     "gradient_checkpointing": ("train.gradient_checkpointing", to("train.gradient_checkpointing", boolean), ""),
     "disable_gradient_checkpointing": ("train.gradient_checkpointing", to("train.gradient_checkpointing",
                                                                           lambda v: not boolean(v)), ""),
+    "use_unsloth_gc": ("train.gradient_checkpointing", flag("train.gradient_checkpointing", "offload"),
+                       "true → offload (each checkpointed layer's input waits in CPU memory)"),
     "bf16": ("dtype", flag("dtype", "bf16"), "true → bf16"),
     "pure_bf16": ("dtype", flag("dtype", "bf16"), "true → bf16"),
     "fp16": ("dtype", flag("dtype", "fp16"), "true → fp16"),
