@@ -233,7 +233,7 @@ def main() -> int:
         return sum(lengths[i] for s in range(first, first + n) for part in run.plan.step(s)[1] for i in part)
 
     info = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "threads": torch.get_num_threads(), "cpu": _cpu_name(), "nproc": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpu": cpu_name(), "nproc": os.cpu_count(),
             "rows": len(run.train_rows), "run_steps": run.total_steps, "batch_size": cfg.train.batch_size,
             "ours": {"dtype": str(next(run.model.parameters()).dtype).replace("torch.", ""),
                      "autocast": run.autocast, "packing": run.manifest["schedule"]["packing"],
@@ -275,7 +275,8 @@ def main() -> int:
     return 0
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (bench/grpo_speed.py prints it too)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -60,6 +59,8 @@ import threading
 import time
 import traceback
 from pathlib import Path
+
+from cpu_loop import cpu_name  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 2.0
@@ -317,7 +318,7 @@ def main() -> int:
     theirs.start()
     run = ours.run
     info = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "trl": trl.__version__, "device": args.device, "cpu": _cpu_name(), "nproc": os.cpu_count(),
+            "trl": trl.__version__, "device": args.device, "cpu": cpu_name(), "nproc": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "model": str(model_dir), "ours_dtype": str(next(run.model.parameters()).dtype).replace("torch.", ""),
@@ -370,16 +371,6 @@ def profile_ours(ours: Ours) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ours.one_step()
     return prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=60)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ def share_lora_inputs(model) -> int:
     casts it back to bf16 for the matmul — a new bf16 copy of the input that autograd keeps for
     the backward, once per adapted projection (seven a decoder layer), beside the very same values
     the frozen projection already keeps. Without peft's cast ``lora_A`` gets the bf16 input itself
-    (autocast casts only its weight), so the same numbers flow and one saved tensor serves both.
+    (autocast casts only its weight), so the same numbers flow and projections that share an input
+    share what they keep (measured on the CPU: four hidden-wide copies fewer a layer; the first
+    adapter of a group may still keep its own, tests/train/test_lora_inputs.py).
     The model must then run only under autocast (the loop's step and evaluation do). Returns how
     many layers were switched."""
     n = 0
