@@ -253,3 +253,30 @@ def test_a_process_that_ends_right_after_an_answer_exits_cleanly(embedded_dir):
     for _ in range(2):
         r = subprocess.run([sys.executable, "-c", code, str(embedded_dir)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-300:]
+
+
+def test_a_job_of_n_rows_prefills_its_prompt_once_and_samples_as_n_single_rows(base):
+    """GRPO's groups and ``n`` > 1 requests: the prompt is prefilled once per job, each row gets its own
+    copy of the cache, and row i draws exactly what a lone row with seed + i draws."""
+    prompt = base.prompt_ids(CONVS[1])
+    params = GenParams(max_new_tokens=12, temperature=1.0, seed=11)
+    seen: list[int] = []
+    sched = base.scheduler
+    forward = sched._forward
+
+    def counting(rows, **kw):
+        if kw["input_ids"].shape[1] > 1:  # a prefill (decode steps feed one token per row)
+            seen.append(kw["input_ids"].shape[0])
+        return forward(rows, **kw)
+
+    sched._forward = counting
+    try:
+        grouped = run_jobs(base, dict(prompt=prompt, params=params, n=3), dict(prompt=base.prompt_ids(CONVS[2]),
+                                                                              params=params, n=2))
+        assert seen == [2]  # two jobs, five rows: two prompts prefilled
+        alone = run_jobs(base, *[dict(prompt=prompt, params=params.model_copy(update={"seed": 11 + i}))
+                                 for i in range(3)])
+    finally:
+        sched._forward = forward
+    assert [r[0] for r in grouped[0]] == [a[0][0] for a in alone]
+    assert len({tuple(r[0]) for r in grouped[0]}) > 1  # the rows did draw differently

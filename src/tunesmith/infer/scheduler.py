@@ -260,16 +260,26 @@ class Scheduler:
         import torch
         from transformers import DynamicCache
 
-        prompts = [r.job.prompt for r in rows]
+        # The n rows of a job share its prompt: prefill it once, then give each row its own copy of the
+        # cache (GRPO's groups, ``n`` > 1 requests: a G-th of the prefill work).
+        firsts = [i for i, r in enumerate(rows) if i == 0 or r.job is not rows[i - 1].job]
+        prompts = [rows[i].job.prompt for i in firsts]
         width = max(len(p) for p in prompts)
         pad = self.tok.pad_token_id or 0
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate: padding sits at position 1
         cache = DynamicCache(config=self.model.config)
-        out = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=pos, **{self.cache_kw: cache},
-                            **self.keep_kw)
-        return cache, mask, out.logits[:, -1].float()  # the cache was filled in place
+        out = self._forward([rows[i] for i in firsts], input_ids=ids, attention_mask=mask, position_ids=pos,
+                            **{self.cache_kw: cache}, **self.keep_kw)
+        logits = out.logits[:, -1].float()  # the cache was filled in place
+        if len(firsts) == len(rows):
+            return cache, mask, logits
+        owner = torch.tensor([sum(1 for f in firsts if f <= i) - 1 for i in range(len(rows))], device=self.device)
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, owner)
+            layer.values = layer.values.index_select(0, owner)
+        return cache, mask.index_select(0, owner), logits.index_select(0, owner)
 
     @staticmethod
     def _join(cache, mask, cache2, mask2):
