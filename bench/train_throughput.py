@@ -10,7 +10,7 @@ Usage:
     python bench/train_throughput.py --alpaca-like 2000 qwen2.5-0.5b:2048:16:0
   switches: --packing on|off, --batch-tokens N (token budget per micro-batch; BSZ is then unused),
             --kernels auto|liger|none, --attention auto|sdpa|flex|varlen (train.attention),
-            --compile (train.compile), --steps N (measured, after 2 warm-up steps),
+            --compile (train.compile), --mlp-recompute auto|on|off, --steps N (measured, after 2 warm-up steps),
             --profile (a table of where the GPU time goes)
 GC=1: gradient checkpointing, GC=2: checkpointing with offload (train.gradient_checkpointing: offload). The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
 else the embedded model's (its ids fit any larger vocabulary).
@@ -160,7 +160,8 @@ def run_one(spec: str, args, root: Path) -> dict:
                       train=LoopSettings(max_steps=steps, batch_size=bsz, gradient_checkpointing=gc, warmup=0,
                                          lr=1e-4, group_by_length=False, batch_tokens=args.batch_tokens,
                                          packing={"on": True, "off": False}[args.packing], kernels=args.kernels,
-                                         attention=args.attention, compile=args.compile))
+                                         attention=args.attention, compile=args.compile,
+                                         mlp_recompute=args.mlp_recompute))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     run = setup(cfg)
@@ -187,6 +188,7 @@ def run_one(spec: str, args, root: Path) -> dict:
     res = dict(model=name, seq=seq, bsz=bsz, gc=gc, method=method, packing=run.manifest["schedule"]["packing"],
                batch_tokens=args.batch_tokens, kernels=run.manifest["schedule"]["kernels"],
                attention=run.manifest["schedule"]["attention"], compile=args.compile,
+               mlp_recompute=run.manifest["schedule"]["mlp_recompute"],
                rows_per_step=round(len(rows) / max(len(measured), 1), 1),
                mean_row=round(sum(run.lengths) / len(run.lengths), 1), max_row=max(run.lengths),
                real_tok_s=round(sum(real) / seconds) if seconds else None,
@@ -213,6 +215,8 @@ def main() -> None:
                     help="how packed rows are kept apart (train.attention; sdpa = the 4-D mask)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s (default: by its name)")
+    ap.add_argument("--mlp-recompute", choices=["auto", "on", "off"], default="auto",
+                    help="train.mlp_recompute: act(gate)*up recomputed in the backward instead of kept")
     ap.add_argument("--profile", action="store_true", help="print the CUDA kernels' time table (torch.profiler)")
     ap.add_argument("--root", default="/tmp/tunesmith-bench")
     ap.add_argument("--steps", type=int, default=8, help="measured steps (after 2 warm-up steps)")

@@ -122,3 +122,54 @@ def share_lora_inputs(model) -> int:
             module.cast_input_dtype_enabled = False
             n += 1
     return n
+
+
+def recompute_mlp_product(model) -> int:
+    """Keep the gated MLP's ``act(gate) * up`` out of the backward's memory: it is the down
+    projection's input, the widest activation of a decoder layer (intermediate_size per token, beside
+    gate's and up's outputs, which its backward needs anyway). Each MLP runs its product and down
+    projection under torch's selective checkpointing: matmul results are kept as usual, the
+    element-wise product is recomputed in the backward (one fused multiply, no second matmul), so
+    the numbers are the same. Per token and layer a step keeps intermediate − 2 × hidden − r values
+    fewer behind Liger's SwiGLU (which keeps gate and up only; the down projection's matmul outputs
+    are kept so the recompute runs no matmul), 2 × intermediate − 2 × hidden − r fewer behind torch's
+    (which also keeps silu(gate)) — what Unsloth's fused LoRA MLP saves, without writing LoRA's
+    gradients by hand. For MLPs ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` (Llama, Qwen2/3,
+    Mistral, Gemma, SmolLM2) at least twice as wide as the model; others are left as they are.
+    Returns how many MLPs were switched."""
+    import functools
+
+    import torch
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    keep = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    def context():
+        return create_selective_checkpoint_contexts(policy)
+
+    def product_down(mlp, gate, up):
+        if mlp._get_name() == "LigerSwiGLUMLP":  # Liger patched this MLP: keep its fused kernel
+            from liger_kernel.transformers.functional import liger_swiglu
+
+            return mlp.down_proj(liger_swiglu(gate, up))
+        return mlp.down_proj(mlp.act_fn(gate) * up)
+
+    def forward(mlp, x):
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+        if not torch.is_grad_enabled():
+            return product_down(mlp, gate, up)
+        return checkpoint(product_down, mlp, gate, up, use_reentrant=False, context_fn=context)
+
+    def worth(down) -> bool:  # what is kept instead: the down projection's matmul outputs (2 × hidden + r)
+        return getattr(down, "in_features", 0) > 2 * getattr(down, "out_features", 0)
+
+    n = 0
+    for module in model.modules():
+        if all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")) and \
+                not hasattr(module, "gate_up_proj") and worth(module.down_proj):
+            module.forward = functools.partial(forward, module)
+            n += 1
+    return n

@@ -33,7 +33,7 @@ from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_t
 from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
 from .cpu import fast_lora_dropout, precast_frozen, use_fp32_attention
-from .kernels import compile_layers, patch_model, resolve_kernels, share_lora_inputs
+from .kernels import compile_layers, patch_model, recompute_mlp_product, resolve_kernels, share_lora_inputs
 from .logs import RunLog
 from .objectives import Objective
 from .prepare import check_run_dir, prepare_data
@@ -172,6 +172,10 @@ def setup(cfg: TrainConfig) -> Run:
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
     if run.autocast and offline and cfg.method == "lora":  # the step and evaluation run under autocast
         share_lora_inputs(model)  # no second bf16 copy of each adapted projection's input (kernels.py)
+    recompute = loop.mlp_recompute == "on" or (
+        loop.mlp_recompute == "auto" and device.startswith("cuda") and offline and cfg.method == "lora"
+        and not loop.gradient_checkpointing and not loop.compile and not is_sharded(accelerator))
+    manifest["schedule"]["mlp_recompute"] = bool(recompute and recompute_mlp_product(model))
     if run.main:
         print(settings_line(cfg, device, dtype, manifest["schedule"]), flush=True)
         if not resume_from:
@@ -189,7 +193,7 @@ def settings_line(cfg: TrainConfig, device: str, dtype, schedule: dict) -> str:
     return (f"train: {cfg.objective} {cfg.method} on {device} {str(dtype).removeprefix('torch.')} | kernels "
             f"{schedule['kernels']} | attention {schedule['attention']} | compile {on[schedule['compile']]} | "
             f"packing {packing} | checkpointing {on.get(schedule['gradient_checkpointing'], 'offload')} | "
-            f"autocast {schedule['autocast']}")
+            f"autocast {schedule['autocast']} | mlp recompute {on[schedule.get('mlp_recompute', False)]}")
 
 
 def _apply_lora(model, cfg: TrainConfig):
