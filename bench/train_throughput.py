@@ -10,7 +10,7 @@ Usage:
     python bench/train_throughput.py --alpaca-like 2000 qwen2.5-0.5b:2048:16:0
   switches: --packing on|off, --batch-tokens N (token budget per micro-batch; BSZ is then unused),
             --kernels auto|liger|none, --attention auto|sdpa|flex|varlen (train.attention),
-            --compile (train.compile), --mlp-recompute auto|on|off, --steps N (measured, after 2 warm-up steps),
+            --compile (train.compile), --mlp-recompute on|off, --steps N (measured, after 2 warm-up steps),
             --profile (a table of where the GPU time goes)
 GC=1: gradient checkpointing, GC=2: checkpointing with offload (train.gradient_checkpointing: offload). The tokenizer is --tokenizer DIR, else $TUNESMITH_BENCH_TOKENIZER,
 else the embedded model's (its ids fit any larger vocabulary).
@@ -161,7 +161,7 @@ def run_one(spec: str, args, root: Path) -> dict:
                                          lr=1e-4, group_by_length=False, batch_tokens=args.batch_tokens,
                                          packing={"on": True, "off": False}[args.packing], kernels=args.kernels,
                                          attention=args.attention, compile=args.compile,
-                                         mlp_recompute=args.mlp_recompute))
+                                         mlp_recompute=args.mlp_recompute == "on"))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     run = setup(cfg)
@@ -215,7 +215,7 @@ def main() -> None:
                     help="how packed rows are kept apart (train.attention; sdpa = the 4-D mask)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s (default: by its name)")
-    ap.add_argument("--mlp-recompute", choices=["auto", "on", "off"], default="auto",
+    ap.add_argument("--mlp-recompute", choices=["on", "off"], default="off",
                     help="train.mlp_recompute: act(gate)*up recomputed in the backward instead of kept")
     ap.add_argument("--profile", action="store_true", help="print the CUDA kernels' time table (torch.profiler)")
     ap.add_argument("--root", default="/tmp/tunesmith-bench")

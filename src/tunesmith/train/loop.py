@@ -172,9 +172,8 @@ def setup(cfg: TrainConfig) -> Run:
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
     if run.autocast and offline and cfg.method == "lora":  # the step and evaluation run under autocast
         share_lora_inputs(model)  # no second bf16 copy of each adapted projection's input (kernels.py)
-    recompute = loop.mlp_recompute == "on" or (
-        loop.mlp_recompute == "auto" and device.startswith("cuda") and offline and cfg.method == "lora"
-        and not loop.gradient_checkpointing and not loop.compile and not is_sharded(accelerator))
+    recompute = loop.mlp_recompute and offline and cfg.method == "lora" and not loop.gradient_checkpointing \
+        and not loop.compile and not is_sharded(accelerator)
     manifest["schedule"]["mlp_recompute"] = bool(recompute and recompute_mlp_product(model))
     if run.main:
         print(settings_line(cfg, device, dtype, manifest["schedule"]), flush=True)
