@@ -6,6 +6,7 @@ Usage:
   python bench/grpo_speed.py --trl-first              # TRL takes each step first (the first step of a process is slow)
   python bench/grpo_speed.py --steps 5 --warmup 1 --prompts-per-step 4 --num-generations 8 --max-completion-length 256
   python bench/grpo_speed.py --device cuda --steps 10   # bf16 on one GPU
+  python bench/grpo_speed.py --bf16                   # CPU, both in bf16 mixed precision (TRL's default bf16=True)
   python bench/grpo_speed.py --model PATH             # another model (a folder, or a name tunesmith resolves)
   python bench/grpo_speed.py --smoke                  # < 60 s on the CPU: 2 prompts x 2, 16 tokens, one step each (mechanics only)
   python bench/grpo_speed.py --profile                # + where our step's time goes (torch.profiler, one step)
@@ -77,7 +78,7 @@ def settings(args) -> dict:
 class Ours:
     """tunesmith's loop, ``objective: grpo``: setup() once, then fit() one step at a time."""
 
-    def __init__(self, model: str, prompts: Path, out: Path, s: dict, steps: int, device: str):
+    def __init__(self, model: str, prompts: Path, out: Path, s: dict, steps: int, device: str, bf16: bool = False):
         from tunesmith.train import loop
         from tunesmith.train.config import TrainConfig
         from tunesmith.train.objectives import grpo as grpo_mod
@@ -90,7 +91,8 @@ class Ours:
             data={"datasets": [{"path": str(prompts)}], "cutoff_len": 64},
             lora={"r": s["lora_r"], "alpha": s["lora_alpha"], "dropout": s["lora_dropout"]},
             train={"lr": s["lr"], "max_steps": steps, "batch_size": s["prompts"], "grad_accum": 1, "warmup": 0,
-                   "scheduler": "constant", "save_every": 10**6, "seed": s["seed"], "max_grad_norm": s["max_grad_norm"]})
+                   "scheduler": "constant", "save_every": 10**6, "seed": s["seed"], "max_grad_norm": s["max_grad_norm"],
+                   **({"autocast": "bf16"} if bf16 else {})})
         self.loop, self.cfg = loop, cfg
         self.run = loop.setup(cfg)
         self.step = 0
@@ -140,7 +142,7 @@ class Theirs:
     """TRL's GRPOTrainer.train() in a thread, one step at a time on the main thread's word."""
 
     def __init__(self, model_dir: Path, rows: list[dict], reward_fn, out: Path, s: dict, steps: int, device: str,
-                 threads: int):
+                 threads: int, bf16: bool = False):
         import torch
         from datasets import Dataset
         from peft import LoraConfig
@@ -148,7 +150,7 @@ class Theirs:
         from trl import GRPOConfig, GRPOTrainer
 
         cuda = device.startswith("cuda")
-        if cuda:  # TRL trains with bf16=True (its default); ours' Accelerator was made with mixed precision off
+        if cuda or bf16:  # TRL trains with bf16=True (its default); ours' Accelerator was made with mixed precision off
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state()
@@ -175,7 +177,7 @@ class Theirs:
             use_bias_correction_kl=True, num_iterations=1, learning_rate=s["lr"], lr_scheduler_type="constant",
             warmup_steps=0, weight_decay=0.0, max_grad_norm=s["max_grad_norm"], max_steps=steps, seed=s["seed"],
             shuffle_dataset=False, gradient_checkpointing=False, logging_steps=1, save_strategy="no",
-            report_to="none", use_cpu=not cuda, bf16=cuda, dataloader_num_workers=0, disable_tqdm=True)
+            report_to="none", use_cpu=not cuda, bf16=cuda or bf16, dataloader_num_workers=0, disable_tqdm=True)
         lora = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
                           target_modules="all-linear", task_type="CAUSAL_LM")
         self.go, self.ready, self.done = threading.Semaphore(0), threading.Semaphore(0), threading.Semaphore(0)
@@ -287,6 +289,8 @@ def main() -> int:
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--max-completion-length", type=int, default=128)
     ap.add_argument("--smoke", action="store_true", help="< 60 s on the CPU: 2 prompts x 2, 16 tokens, one step each, no warm-up (mechanics only)")
+    ap.add_argument("--bf16", action="store_true", help="on the CPU, both in bf16 mixed precision: TRL's default "
+                    "bf16=True, ours train.autocast: bf16 (default here: both fp32)")
     ap.add_argument("--trl-first", action="store_true", help="TRL takes each step first (default: ours first)")
     ap.add_argument("--profile", action="store_true", help="after the steps, profile one more step of ours")
     ap.add_argument("--root", default=None, help="scratch folder (default: a temporary one)")
@@ -310,11 +314,11 @@ def main() -> int:
     t0 = time.perf_counter()
     model_dir = resolve_model(args.model)
     prompts = write_prompts(root / "prompts.jsonl", max(64, total * args.prompts_per_step))
-    ours = Ours(str(model_dir), prompts, root / f"ours-{time.time_ns()}", s, total, args.device)
+    ours = Ours(str(model_dir), prompts, root / f"ours-{time.time_ns()}", s, total, args.device, args.bf16)
     assert ours.reward_fn is multiply_task.reward  # the task home's function, no copy
     rows = [r for st in range(total) for r in ours.step_rows(st)]
     theirs = Theirs(model_dir, rows, ours.reward_fn, root / f"trl-{time.time_ns()}", s, total, args.device,
-                    torch.get_num_threads())
+                    torch.get_num_threads(), args.bf16)
     theirs.start()
     run = ours.run
     info = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,

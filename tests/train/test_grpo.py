@@ -147,10 +147,13 @@ def _write_prompts(path, n=8):
     return path
 
 
-def test_grpo_sigkill_then_resume_is_bit_identical(tiny_model, tmp_path):
+@pytest.mark.parametrize("autocast", ["off", "bf16"])
+def test_grpo_sigkill_then_resume_is_bit_identical(tiny_model, tmp_path, autocast):
+    """Also under ``train.autocast: bf16`` on the CPU, where the frozen weights are held in bf16 and the
+    engine's rollouts run under the step's autocast (in its own thread: without it they could not run)."""
     prompts = _write_prompts(tmp_path / "prompts.jsonl")
-    train_cli(_grpo_recipe(tmp_path, tiny_model, "straight", prompts))
-    broken = _grpo_recipe(tmp_path, tiny_model, "broken", prompts)
+    train_cli(_grpo_recipe(tmp_path, tiny_model, "straight", prompts, train={"autocast": autocast}))
+    broken = _grpo_recipe(tmp_path, tiny_model, "broken", prompts, train={"autocast": autocast})
     assert train_cli(broken, fault="step:3", check=False).returncode == -9
     train_cli(broken, "--resume")
     a, b = weights(tmp_path / "straight", "lora"), weights(tmp_path / "broken", "lora")
@@ -164,6 +167,7 @@ def test_grpo_sigkill_then_resume_is_bit_identical(tiny_model, tmp_path):
     assert la[-1]["kl"] > 0  # the adapter moved: the KL term to the adapter-off reference is live
     manifest = json.loads((tmp_path / "straight" / "manifest.json").read_text())
     assert manifest["kind"] == "grpo" and manifest["status"] == "done"
+    assert manifest["schedule"]["autocast"] == autocast
 
 
 QUESTIONS = ["What is the capital of France?", "Name a fruit.", "What colour is the sky?", "Name an animal.",

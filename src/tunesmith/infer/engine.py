@@ -28,13 +28,13 @@ class Engine:
     ``max_batch``); ``adapters``: the names of the named adapters loaded into ``model`` (a PeftModel)."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 32, max_queue: int = 256,
-                 prefill_rows: int | None = None, adapters: tuple[str, ...] = ()):
+                 prefill_rows: int | None = None, adapters: tuple[str, ...] = (), autocast=None):
         self.model = model
         self.tok = tokenizer
         self.stop_ids = end_of_turn_ids(tokenizer)
         self.adapters = tuple(adapters)
         self.scheduler = Scheduler(model, tokenizer, self.stop_ids, max_batch, max_queue, prefill_rows,
-                                   adapters=bool(self.adapters))
+                                   adapters=bool(self.adapters), autocast=autocast)
 
     @classmethod
     def load(cls, model: str, adapter: str | list[str] | None = None, dtype: str | None = None,

@@ -150,8 +150,9 @@ class Scheduler:
     """Owns the model in one background thread; ``submit`` may be called from any thread."""
 
     def __init__(self, model, tok, stop_ids: list[int], max_batch: int = 32, max_queue: int = 256,
-                 prefill_rows: int | None = None, adapters: bool = False):
+                 prefill_rows: int | None = None, adapters: bool = False, autocast=None):
         self.model, self.tok = model, tok
+        self.autocast = autocast    # a torch dtype: decode under autocast (a training loop's bf16 model)
         self.stop_ids = set(stop_ids)
         self.max_batch, self.max_queue = max_batch, max_queue
         self.prefill_rows = prefill_rows or max_batch
@@ -227,9 +228,12 @@ class Scheduler:
         return jobs
 
     def _run(self) -> None:
+        import contextlib
+
         import torch
 
-        with torch.inference_mode():
+        cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), cast:  # autocast is per thread: this one's is set here
             while True:
                 jobs = self._take(self.max_batch)
                 if not jobs:

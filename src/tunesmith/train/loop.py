@@ -102,7 +102,7 @@ def setup(cfg: TrainConfig) -> Run:
         objective.attention = attention
     # bf16 autocast on a CPU with AMX on request (train.autocast: bf16): fp32 weights that train, matmuls in
     # bf16 (train/cpu.py). Not the CPU default: the identity demo's quality was measured in fp32 (issue 24).
-    # Never for an online objective (GRPO samples outside the step's autocast).
+    # An online objective (GRPO) samples under the same autocast (its engine is told, below).
     offline = type(objective).rollout is Objective.rollout
     cpu_bf16 = device == "cpu" and loop.autocast == "bf16"
 
@@ -147,7 +147,7 @@ def setup(cfg: TrainConfig) -> Run:
     objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
     if cpu_bf16:  # with the bf16 path only: a CPU without AMX keeps torch's dropout
         fast_lora_dropout(model)
-    if cpu_bf16 and offline:  # frozen weights held in bf16: the model runs only under autocast (step, evaluate)
+    if cpu_bf16:  # frozen weights held in bf16: the model runs only under autocast (step, evaluate, rollouts)
         precast_frozen(model, torch.bfloat16)
     if loop.compile:
         compile_layers(model)
@@ -170,7 +170,9 @@ def setup(cfg: TrainConfig) -> Run:
         loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
         and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
-    if run.autocast and offline and cfg.method == "lora":  # the step and evaluation run under autocast
+    if hasattr(objective, "autocast"):  # an online objective's rollouts run the model too
+        objective.autocast = torch.bfloat16 if run.autocast else None
+    if run.autocast and cfg.method == "lora":  # the step, evaluation and rollouts run under autocast
         share_lora_inputs(model)  # no second bf16 copy of each adapted projection's input (kernels.py)
     recompute = loop.mlp_recompute and offline and cfg.method == "lora" and not loop.gradient_checkpointing \
         and not loop.compile and not is_sharded(accelerator)

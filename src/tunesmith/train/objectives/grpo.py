@@ -36,6 +36,7 @@ class GRPO(Objective):
         self.method = "lora"
         self.ref = None      # frozen copy of the starting weights (see attach); None: disable the adapter
         self.engine = None   # made on the first rollout, over the model as it sits on its device
+        self.autocast = None  # set by the loop: the dtype the step runs under (the engine samples under it too)
         self.rewards: list = []
         self.decode_rows = 1
         self._takes_keep: bool | None = None  # whether the model's forward takes logits_to_keep
@@ -74,7 +75,7 @@ class GRPO(Objective):
         rows = [r for part in parts for r in part]
         inner = extract_model_from_parallel(model)
         if self.engine is None:
-            self.engine = Engine(inner, tokenizer, max_batch=self.decode_rows)
+            self.engine = Engine(inner, tokenizer, max_batch=self.decode_rows, autocast=self.autocast)
         was_training = inner.training
         inner.eval()  # no dropout while sampling: the policy that is sampled is the one scored
         try:
