@@ -66,7 +66,7 @@ class LoopSettings(Section):
                             "frozen weights held in bf16, attention in fp32, train/cpu.py); off = never")
     mlp_recompute: bool = Field(
         False, description="recompute each MLP's act(gate)*up in the backward instead of keeping it (its widest "
-                           "activation; same numbers): less memory, slower (H100, Qwen2.5-0.5B: -13% memory, -23% "
+                           "activation; same numbers): less memory, slower (H100, Qwen2.5-0.5B: 33.8 → 29.5 GiB, 96k → 74k "
                            "tokens/s), so off unless asked; a LoRA without gradient checkpointing or compile")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
