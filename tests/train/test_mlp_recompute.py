@@ -7,8 +7,10 @@ import torch
 from tunesmith.train.kernels import recompute_mlp_product, share_lora_inputs
 from tunesmith.train.objectives.sft import SFT
 
+from tests.conftest import build_tiny_model
 from tests.train.test_lora_inputs import _step
 from tests.train.test_packing import rows
+from tests.train.test_train import recipe, train_cli
 
 HIDDEN, INTER = 16, 96
 
@@ -70,3 +72,26 @@ def test_a_narrow_mlp_is_left_alone_and_without_grad_nothing_changes(tokenizer):
         assert recompute_mlp_product(model) == 2
         after = model(input_ids=x).logits
     assert torch.equal(before, after)
+
+
+def test_the_setting_is_said_recorded_and_changes_no_number(tmp_path, embedded_dir, tiny_model):
+    """``train.mlp_recompute: true`` through ``tunesmith train``: the first line and the manifest say so, the
+    losses and the adapter equal the run without it; an MLP too narrow to gain is left alone and said off."""
+    import json
+
+    from safetensors.torch import load_file
+
+    wide = build_tiny_model(tmp_path / "wide", embedded_dir, intermediate_size=INTER)
+    runs = {}
+    for name, on in (("off", False), ("on", True)):
+        out = train_cli(recipe(tmp_path, wide, name, **{"train.mlp_recompute": on, "train.max_steps": 3}))
+        first = next(x for x in out.stdout.splitlines() if x.startswith("train:"))
+        assert first.endswith(f"mlp recompute {name}"), first
+        run = tmp_path / name
+        assert json.loads((run / "manifest.json").read_text())["schedule"]["mlp_recompute"] is on
+        runs[name] = ([json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
+                       if '"loss"' in x], load_file(run / "adapter_model.safetensors"))
+    assert runs["on"][0] == runs["off"][0] and len(runs["on"][0]) == 3
+    assert all(torch.equal(runs["on"][1][k], runs["off"][1][k]) for k in runs["off"][1])
+    narrow = train_cli(recipe(tmp_path, tiny_model, "narrow", **{"train.mlp_recompute": True, "train.max_steps": 1}))
+    assert "mlp recompute off" in narrow.stdout
