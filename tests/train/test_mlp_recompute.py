@@ -2,6 +2,7 @@
 projection's input, the widest activation of a layer — is recomputed in the backward instead of kept.
 The numbers stay the same (loss and LoRA gradients bit-identical), the step keeps fewer bytes, and an
 MLP too narrow to gain is left alone. (tests/gpu/test_memory.py measures CUDA memory, Liger's SwiGLU too.)"""
+import pytest
 import torch
 
 from tunesmith.train.kernels import recompute_mlp_product, share_lora_inputs
@@ -72,6 +73,21 @@ def test_a_narrow_mlp_is_left_alone_and_without_grad_nothing_changes(tokenizer):
         assert recompute_mlp_product(model) == 2
         after = model(input_ids=x).logits
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"method": "full"}, "train.mlp_recompute: for a LoRA"),
+    ({"objective": "grpo", "grpo": {"rewards": [{"name": "label"}]}}, "train.mlp_recompute: for a LoRA"),
+    ({"train": {"mlp_recompute": True, "gradient_checkpointing": "offload"}}, "already recompute the layer"),
+    ({"train": {"mlp_recompute": True, "compile": True}}, "already recompute the layer")])
+def test_a_combination_it_cannot_serve_is_one_line(over, message):
+    from pydantic import ValidationError
+
+    from tunesmith.train.config import TrainConfig
+
+    body = {"model": "x", "train": {"mlp_recompute": True}, **over}
+    with pytest.raises(ValidationError, match=message):
+        TrainConfig(**body)
 
 
 def test_the_setting_is_said_recorded_and_changes_no_number(tmp_path, embedded_dir, tiny_model):

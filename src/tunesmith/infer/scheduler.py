@@ -266,7 +266,11 @@ class Scheduler:
 
         # The n rows of a job share its prompt: prefill it once, then give each row its own copy of the
         # cache (GRPO's groups, ``n`` > 1 requests: a G-th of the prefill work).
-        firsts = [i for i, r in enumerate(rows) if i == 0 or r.job is not rows[i - 1].job]
+        firsts, owner = [], []  # a job's rows sit together (``_admit``)
+        for i, r in enumerate(rows):
+            if i == 0 or r.job is not rows[i - 1].job:
+                firsts.append(i)
+            owner.append(len(firsts) - 1)
         prompts = [rows[i].job.prompt for i in firsts]
         width = max(len(p) for p in prompts)
         pad = self.tok.pad_token_id or 0
@@ -279,11 +283,11 @@ class Scheduler:
         logits = out.logits[:, -1].float()  # the cache was filled in place
         if len(firsts) == len(rows):
             return cache, mask, logits
-        owner = torch.tensor([sum(1 for f in firsts if f <= i) - 1 for i in range(len(rows))], device=self.device)
+        idx = torch.tensor(owner, device=self.device)
         for layer in cache.layers:
-            layer.keys = layer.keys.index_select(0, owner)
-            layer.values = layer.values.index_select(0, owner)
-        return cache, mask.index_select(0, owner), logits.index_select(0, owner)
+            layer.keys = layer.keys.index_select(0, idx)
+            layer.values = layer.values.index_select(0, idx)
+        return cache, mask.index_select(0, idx), logits.index_select(0, idx)
 
     @staticmethod
     def _join(cache, mask, cache2, mask2):

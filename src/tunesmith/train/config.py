@@ -67,7 +67,7 @@ class LoopSettings(Section):
     mlp_recompute: bool = Field(
         False, description="recompute each MLP's act(gate)*up in the backward instead of keeping it (its widest "
                            "activation; same numbers): less memory, slower (H100, Qwen2.5-0.5B: 33.8 → 29.5 GiB, 96k → 74k "
-                           "tokens/s), so off unless asked; a LoRA without gradient checkpointing or compile")
+                           "tokens/s), so off unless asked; a LoRA, offline objectives, without gradient checkpointing or compile")
     optim: Literal["adamw", "paged_adamw_8bit"] = Field(
         "adamw", description="optimizer: adamw (torch), or paged_adamw_8bit (bitsandbytes, CUDA only; pairs with qlora)")
 
@@ -188,6 +188,11 @@ class TrainConfig(ModelSection):
             raise ValueError(f"train.attention: {self.train.attention} needs a CUDA GPU; use auto or sdpa on CPU")
         if self.train.attention in ("flex", "varlen") and self.objective != "sft":
             raise ValueError(f"train.attention: {self.train.attention} is for sft's packed rows; remove train.attention")
+        if self.train.mlp_recompute and (self.method != "lora" or self.objective == "grpo"):
+            raise ValueError("train.mlp_recompute: for a LoRA on sft, dpo, ipo or simpo; remove it")
+        if self.train.mlp_recompute and (self.train.gradient_checkpointing or self.train.compile):
+            raise ValueError("train.mlp_recompute: gradient_checkpointing and compile already recompute the layer; "
+                             "use one of them")
         if self.train.optim != "adamw" and self.device == "cpu":
             raise ValueError(f"train.optim: {self.train.optim} needs a CUDA GPU (bitsandbytes); use adamw on CPU")
         return self

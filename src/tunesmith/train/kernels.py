@@ -150,18 +150,21 @@ def recompute_mlp_product(model) -> int:
     def context():
         return create_selective_checkpoint_contexts(policy)
 
-    def product_down(mlp, gate, up):
+    def product_down(mlp, product, gate, up):
+        return mlp.down_proj(product(gate, up))
+
+    def forward(mlp, product, x):
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+        if not torch.is_grad_enabled():
+            return product_down(mlp, product, gate, up)
+        return checkpoint(product_down, mlp, product, gate, up, use_reentrant=False, context_fn=context)
+
+    def product_of(mlp):
         if mlp._get_name() == "LigerSwiGLUMLP":  # Liger patched this MLP: keep its fused kernel
             from liger_kernel.transformers.functional import liger_swiglu
 
-            return mlp.down_proj(liger_swiglu(gate, up))
-        return mlp.down_proj(mlp.act_fn(gate) * up)
-
-    def forward(mlp, x):
-        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-        if not torch.is_grad_enabled():
-            return product_down(mlp, gate, up)
-        return checkpoint(product_down, mlp, gate, up, use_reentrant=False, context_fn=context)
+            return liger_swiglu
+        return lambda gate, up: mlp.act_fn(gate) * up
 
     def worth(down) -> bool:  # what is kept instead: the down projection's matmul outputs (2 × hidden + r)
         return getattr(down, "in_features", 0) > 2 * getattr(down, "out_features", 0)
@@ -170,6 +173,6 @@ def recompute_mlp_product(model) -> int:
     for module in model.modules():
         if all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")) and \
                 not hasattr(module, "gate_up_proj") and worth(module.down_proj):
-            module.forward = functools.partial(forward, module)
+            module.forward = functools.partial(forward, module, product_of(module))
             n += 1
     return n

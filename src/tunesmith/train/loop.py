@@ -103,7 +103,6 @@ def setup(cfg: TrainConfig) -> Run:
     # bf16 autocast on a CPU with AMX on request (train.autocast: bf16): fp32 weights that train, matmuls in
     # bf16 (train/cpu.py). Not the CPU default: the identity demo's quality was measured in fp32 (issue 24).
     # An online objective (GRPO) samples under the same autocast (its engine is told, below).
-    offline = type(objective).rollout is Objective.rollout
     cpu_bf16 = device == "cpu" and loop.autocast == "bf16"
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
@@ -174,8 +173,7 @@ def setup(cfg: TrainConfig) -> Run:
         objective.autocast = torch.bfloat16 if run.autocast else None
     if run.autocast and cfg.method == "lora":  # the step, evaluation and rollouts run under autocast
         share_lora_inputs(model)  # no second bf16 copy of each adapted projection's input (kernels.py)
-    recompute = loop.mlp_recompute and offline and cfg.method == "lora" and not loop.gradient_checkpointing \
-        and not loop.compile and not is_sharded(accelerator)
+    recompute = loop.mlp_recompute and not is_sharded(accelerator)  # the config refuses the other combinations
     manifest["schedule"]["mlp_recompute"] = bool(recompute and recompute_mlp_product(model))
     if run.main:
         print(settings_line(cfg, device, dtype, manifest["schedule"]), flush=True)
@@ -194,7 +192,7 @@ def settings_line(cfg: TrainConfig, device: str, dtype, schedule: dict) -> str:
     return (f"train: {cfg.objective} {cfg.method} on {device} {str(dtype).removeprefix('torch.')} | kernels "
             f"{schedule['kernels']} | attention {schedule['attention']} | compile {on[schedule['compile']]} | "
             f"packing {packing} | checkpointing {on.get(schedule['gradient_checkpointing'], 'offload')} | "
-            f"autocast {schedule['autocast']} | mlp recompute {on[schedule.get('mlp_recompute', False)]}")
+            f"autocast {schedule['autocast']} | mlp recompute {on[schedule['mlp_recompute']]}")
 
 
 def _apply_lora(model, cfg: TrainConfig):
