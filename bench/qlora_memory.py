@@ -56,12 +56,16 @@ def one(method: str, root: Path, steps: int, optim: str, gc: bool) -> dict:
                       train=LoopSettings(max_steps=steps + 2, batch_size=1, gradient_checkpointing=gc, warmup=0,
                                          lr=1e-4, group_by_length=False, optim=optim if method == "qlora" else "adamw"))
     torch.cuda.reset_peak_memory_stats()
-    fit(setup(cfg))
+    run = setup(cfg)
+    static = torch.cuda.memory_allocated()  # weights, adapters: before the first step
+    fit(run)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     timed = rows[2:] or rows
     return dict(method=method, seq=2048, batch=1, gradient_checkpointing=gc, optim=cfg.train.optim,
                 steps=len(timed), tok_s=round(sum(r["tok_s"] for r in timed) / len(timed), 1),
-                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), final_loss=round(rows[-1]["loss"], 4),
+                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), static_gib=round(static / 2**30, 2),
+                embeddings=run.manifest["schedule"].get("embeddings"), kernels=run.manifest["schedule"]["kernels"],
+                final_loss=round(rows[-1]["loss"], 4),
                 device=torch.cuda.get_device_name())
 
 

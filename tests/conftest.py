@@ -38,7 +38,7 @@ def tokenizer(embedded_dir):
 
 
 def build_tiny_model(path: Path, tokenizer_dir: Path, seed: int = 0, arch: str = "llama",
-                     intermediate_size: int = 32) -> Path:
+                     intermediate_size: int = 32, tie: bool = True) -> Path:
     """A 2-layer, hidden-16 random-weight model with the embedded model's real tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen2Config
@@ -46,7 +46,7 @@ def build_tiny_model(path: Path, tokenizer_dir: Path, seed: int = 0, arch: str =
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
     cfg = cls(hidden_size=16, intermediate_size=intermediate_size, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-              vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True,
+              vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=tie,
               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)

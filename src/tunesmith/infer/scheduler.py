@@ -165,7 +165,9 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._active: list[_Row] = []
-        self.device = next(model.parameters()).device
+        # where the model computes: its output head's device (QLoRA keeps the input embedding in CPU memory)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        self.device = head.weight.device if head is not None else next(model.parameters()).device
         # transformers renamed forward's ``past_key_values`` to ``cache`` (the old name warns, then goes).
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(type(base).forward).parameters

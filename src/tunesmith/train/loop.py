@@ -37,7 +37,7 @@ from .kernels import compile_layers, patch_model, recompute_mlp_product, resolve
 from .logs import RunLog
 from .objectives import Objective
 from .prepare import check_run_dir, prepare_data
-from .qlora import bnb, load_4bit
+from .qlora import bnb, host_embeddings, load_4bit
 from .sharded import gather, is_sharded, scatter
 from .step import evaluate, step_or_explain
 
@@ -160,6 +160,9 @@ def setup(cfg: TrainConfig) -> Run:
     kind = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[loop.scheduler]
     scheduler = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # QLoRA is the memory method: its frozen, untied input embedding waits in CPU memory (qlora.py);
+    # after prepare, which would move it back to the GPU. One process only (DDP holds its parameters' devices).
+    embeddings_on_cpu = cfg.method == "qlora" and world == 1 and host_embeddings(model)
 
     run = Run(cfg, run_dir, accelerator, model, tok, optimizer, scheduler, train_rows, val_rows,
               lengths, plan, steps_per_epoch, total, manifest, objective)
@@ -169,6 +172,7 @@ def setup(cfg: TrainConfig) -> Run:
         loop.autocast == "auto" and device.startswith("cuda") and dtype == torch.bfloat16
         and not is_sharded(accelerator) and any(p.dtype == torch.float32 for p in params))
     manifest["schedule"]["autocast"] = "bf16" if run.autocast else "off"
+    manifest["schedule"]["embeddings"] = "cpu" if embeddings_on_cpu else "device"
     if hasattr(objective, "autocast"):  # an online objective's rollouts run the model too
         objective.autocast = torch.bfloat16 if run.autocast else None
     if run.autocast and cfg.method == "lora":  # the step, evaluation and rollouts run under autocast
@@ -192,7 +196,8 @@ def settings_line(cfg: TrainConfig, device: str, dtype, schedule: dict) -> str:
     return (f"train: {cfg.objective} {cfg.method} on {device} {str(dtype).removeprefix('torch.')} | kernels "
             f"{schedule['kernels']} | attention {schedule['attention']} | compile {on[schedule['compile']]} | "
             f"packing {packing} | checkpointing {on.get(schedule['gradient_checkpointing'], 'offload')} | "
-            f"autocast {schedule['autocast']} | mlp recompute {on[schedule['mlp_recompute']]}")
+            f"autocast {schedule['autocast']} | mlp recompute {on[schedule['mlp_recompute']]}"
+            + (" | input embeddings in CPU memory" if schedule.get("embeddings") == "cpu" else ""))
 
 
 def _apply_lora(model, cfg: TrainConfig):

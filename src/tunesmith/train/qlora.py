@@ -33,3 +33,29 @@ def load_4bit(model_dir, cfg: TrainConfig, local_rank: int):
     return AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=torch.bfloat16,
                                                 device_map={"": local_rank}, use_safetensors=True,
                                                 trust_remote_code=cfg.trust_remote_code)
+
+
+def host_embeddings(model) -> bool:
+    """Keep a frozen, untied input embedding in CPU memory: each forward looks its tokens up on the
+    CPU and sends only those rows to the GPU (a 2048-token row of Qwen2.5-7B: 15 MB instead of a
+    1.1 GB matrix held on the GPU). Exact (a lookup moves no numbers). Called after LoRA wraps the
+    model: not when the matrix trains (``lora.modules_to_save``) or is tied to the output head (the
+    head needs it on the GPU). Returns whether it moved."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    weight = getattr(emb, "weight", None)
+    if weight is None or weight.requires_grad or (head is not None and head.weight is weight):
+        return False
+    device = weight.device
+    if device.type != "cuda":
+        return False
+    emb.to("cpu")
+
+    def ids_to_host(module, args):
+        return (args[0].to("cpu"),) + tuple(args[1:])
+
+    def rows_to_device(module, args, out):
+        return out.to(device, non_blocking=True)
+
+    emb.register_forward_pre_hook(ids_to_host, prepend=True)
+    emb.register_forward_hook(rows_to_device, prepend=True)  # before the input-gradient hook of checkpointing
+    return True
