@@ -175,8 +175,9 @@ QUESTIONS = ["What is the capital of France?", "Name a fruit.", "What colour is 
 
 
 def test_a_reward_only_learning_earns(embedded_dir, tmp_path):
-    """SmolLM2 rarely opens an answer with "The" (1 in 16 of its first samples); rewarded for it,
-    it does so in every sample within a few steps. Greedy base answers are not the point: the
+    """SmolLM2 rarely opens an answer with "One" (1 of its 16 first samples; "The", its likeliest first
+    word at 0.15-0.52 here, would not show learning); rewarded for it, it does so in every sample within a
+    few steps. Greedy base answers are not the point: the
     reward is measured on the samples the run itself draws, from the weights of that step."""
     from tunesmith.train import train
     from tunesmith.train.config import TrainConfig
@@ -185,7 +186,7 @@ def test_a_reward_only_learning_earns(embedded_dir, tmp_path):
     prompts.write_text("".join(json.dumps({"instruction": q, "input": "", "output": "-"}) + "\n" for q in QUESTIONS))
     cfg = TrainConfig(model=str(embedded_dir), output_dir=str(tmp_path / "run"), progress=False, objective="grpo",
                       grpo={"num_generations": 4, "max_completion_length": 4,
-                            "rewards": [{"name": "prefix", "options": {"text": "The"}}]},
+                            "rewards": [{"name": "prefix", "options": {"text": "One"}}]},
                       data={"datasets": [{"path": str(prompts)}], "cutoff_len": 64},
                       lora={"r": 8, "alpha": 16, "dropout": 0.0},
                       train={"lr": 2e-3, "max_steps": 5, "batch_size": 4, "seed": 1, "warmup": 0,

@@ -3,7 +3,10 @@
 Every verb and the server describe how an answer is decoded with ``GenParams``. The engine's loop
 (``scheduler.py``) gives each row a ``RowSampler``: the row's constraint (structured output), then
 transformers' own logits processors (repetition penalty, temperature, top-k, top-p, in the order
-``model.generate`` applies them), then greedy argmax or a draw from the row's own seeded generator.
+``model.generate`` applies them), then greedy argmax or a draw from the row's own seeded generator:
+one uniform number a token, turned into a token by the inverse of the row's distribution. Rows that
+need no constraint or penalty draw together (``draw_batch``): on a GPU one host sync a step, not one
+a row; a row draws the same tokens alone or in any batch.
 """
 from __future__ import annotations
 
@@ -96,6 +99,14 @@ class RowSampler:
                 self.gen.seed()
 
     @property
+    def batchable(self) -> bool:
+        """Sampled with nothing row-specific but its generator: draws with the others (``draw_batch``)."""
+        return self.gen is not None and self.constraint is None and not self.penalty
+
+    def warp_key(self) -> tuple:
+        return tuple((type(w).__name__, repr(sorted(vars(w).items()))) for w in self.warpers)
+
+    @property
     def plain(self) -> bool:
         """Greedy with nothing to apply: the batch's argmax is this row's token."""
         return self.gen is None and self.constraint is None and not self.penalty
@@ -114,8 +125,13 @@ class RowSampler:
             scores = self.penalty(torch.tensor([history], device=logits.device), scores)
         if self.gen is None:
             return int(scores[0].argmax())
-        scores = self.warpers(None, scores)
-        return int(torch.multinomial(scores[0].softmax(-1), 1, generator=self.gen))
+        return int(_inverse_cdf(self.warpers(None, scores), self.uniform()[None])[0])
+
+    def uniform(self):
+        """This row's next uniform number in [0, 1), from its own generator (no host sync)."""
+        import torch
+
+        return torch.rand((), generator=self.gen, device=self.gen.device)
 
     def advance(self, token: int) -> bool:
         """Tell the constraint the row took ``token``; True when the constraint says the row is done."""
@@ -124,6 +140,33 @@ class RowSampler:
         self.constraint.advance(token)
         done = getattr(self.constraint, "is_done", None)
         return bool(done()) if done is not None else False
+
+
+def _inverse_cdf(scores, u):
+    """Row i's token: the first whose cumulative probability exceeds u[i] of the row's total (a token
+    of zero probability, e.g. cut by top-k, can never be drawn)."""
+    import torch
+
+    cdf = scores.float().softmax(-1).cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+
+
+def draw_batch(samplers: list[RowSampler], logits):
+    """One token for each row (``batchable`` samplers; ``logits`` 2-D, a row each): rows with the same
+    warpers (temperature, top-k, top-p) are warped together, each row draws its uniform number from its
+    own generator. Returns a 1-D tensor of token ids on the logits' device."""
+    import torch
+
+    out = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(samplers):
+        groups.setdefault(s.warp_key(), []).append(i)
+    for rows in groups.values():
+        idx = torch.tensor(rows, device=logits.device)
+        scores = samplers[rows[0]].warpers(None, logits.index_select(0, idx))
+        u = torch.stack([samplers[i].uniform() for i in rows])
+        out.index_copy_(0, idx, _inverse_cdf(scores, u))
+    return out
 
 
 def token_logprobs(logp_row, chosen: int, top: int) -> dict:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sampling import GenParams, RowSampler, check_constraint, token_logprobs
+from .sampling import GenParams, RowSampler, check_constraint, draw_batch, token_logprobs
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -325,7 +325,12 @@ class Scheduler:
         """Pick and take each row's next token (a row whose pick fails ends with an error, alone)."""
         import torch
 
-        chosen = logits.argmax(-1).tolist()
+        chosen = logits.argmax(-1)
+        drawn = [i for i, r in enumerate(rows) if r.sampler.batchable]
+        if drawn:  # the sampled rows draw together: one host sync a step, not one a row
+            idx = torch.tensor(drawn, device=logits.device)
+            chosen.index_copy_(0, idx, draw_batch([rows[i].sampler for i in drawn], logits.index_select(0, idx)))
+        chosen = chosen.tolist()
         logp = torch.log_softmax(logits, dim=-1) if any(r.job.logprobs is not None for r in rows) else None
         for i, r in enumerate(rows):
             if r.job.cancelled.is_set():
@@ -333,7 +338,7 @@ class Scheduler:
                 continue
             try:
                 s = r.sampler
-                tok = chosen[i] if s.plain else s.pick(logits[i], r.job.prompt + r.ids if s.penalty else [])
+                tok = chosen[i] if s.plain or s.batchable else s.pick(logits[i], r.job.prompt + r.ids if s.penalty else [])
                 lp = token_logprobs(logp[i], tok, r.job.logprobs) if r.job.logprobs is not None else None
                 r.advance(tok, lp, self.stop_ids)
             except Exception as e:  # noqa: BLE001 — e.g. a constraint that allows nothing: this row only
