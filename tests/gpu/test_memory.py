@@ -63,7 +63,8 @@ def test_shared_lora_inputs_same_numbers_less_kept():
 def test_offloaded_checkpointing_same_numbers_less_kept():
     import contextlib
 
-    on = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(gradient_checkpointing="offload")))
+    on = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(gradient_checkpointing="offload")),
+                         accelerator=SimpleNamespace(device=torch.device("cuda")))
     a = step(model(True), contextlib.nullcontext())
     b = step(model(True), offload(on))
     assert torch.equal(a[0], b[0]) and all(torch.equal(a[1][n], b[1][n]) for n in a[1])

@@ -73,8 +73,8 @@ def offload(run):
     the GPU), plus what the loss head keeps: the memory that grows with layers x tokens."""
     import torch
 
-    if run.cfg.train.gradient_checkpointing == "offload" and torch.cuda.is_available():
-        return torch.autograd.graph.save_on_cpu(pin_memory=True)
+    if run.cfg.train.gradient_checkpointing == "offload" and run.accelerator.device.type == "cuda":
+        return torch.autograd.graph.save_on_cpu(pin_memory=True)  # on a CPU run there is nowhere to offload to
     return contextlib.nullcontext()
 
 
