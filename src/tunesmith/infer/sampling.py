@@ -93,6 +93,8 @@ class RowSampler:
             if params.top_p < 1.0:
                 self.warpers.append(TopPLogitsWarper(params.top_p))
             self.gen = torch.Generator(device=device)
+            # rows of equal warpers are warped as one batch (draw_batch): the key, made once per row
+            self.warp_key = tuple((type(w).__name__, repr(sorted(vars(w).items()))) for w in self.warpers)
             if params.seed is not None:
                 self.gen.manual_seed(params.seed + index)
             else:
@@ -103,8 +105,6 @@ class RowSampler:
         """Sampled with nothing row-specific but its generator: draws with the others (``draw_batch``)."""
         return self.gen is not None and self.constraint is None and not self.penalty
 
-    def warp_key(self) -> tuple:
-        return tuple((type(w).__name__, repr(sorted(vars(w).items()))) for w in self.warpers)
 
     @property
     def plain(self) -> bool:
@@ -160,7 +160,7 @@ def draw_batch(samplers: list[RowSampler], logits):
     out = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(samplers):
-        groups.setdefault(s.warp_key(), []).append(i)
+        groups.setdefault(s.warp_key, []).append(i)
     for rows in groups.values():
         idx = torch.tensor(rows, device=logits.device)
         scores = samplers[rows[0]].warpers(None, logits.index_select(0, idx))
