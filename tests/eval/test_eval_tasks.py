@@ -9,6 +9,7 @@ import pytest
 from tunesmith.errors import UserError
 from tunesmith.eval.tasks import (EvalTasksConfig, classification, label_logprobs, read_task, retention_items, run_eval,
                                   shot_turns)
+from tunesmith.tasks import add, multiply
 from tunesmith.tasks.answers import as_label, correct, last_number, normalise
 
 
@@ -123,7 +124,8 @@ def test_report_base_vs_adapter(tmp_path, tiny_model):
                                [("导出本月的数据", "下载场景"), ("refund my order", "refund"),
                                 ("下载报表", "下载场景"), ("I want my money back", "refund")]), encoding="utf-8")
     mul = tmp_path / "mul.jsonl"
-    mul.write_text('{"instruction": "计算12*34", "output": "所以，最终结果是408"}\n', encoding="utf-8")
+    mul.write_text(json.dumps({"instruction": "计算12*34", "output": multiply.steps(12, 34, "zh")}) + "\n",
+                   encoding="utf-8")
     out = tmp_path / "report"
     rep = run_eval(EvalTasksConfig(model=str(tiny_model), adapter=[str(tmp_path / "ad")],
                                    tasks=[f"{intents}:label", str(mul)], out=str(out), short_tokens=3,
@@ -142,6 +144,8 @@ def test_report_base_vs_adapter(tmp_path, tiny_model):
     assert conf["labels"] == ["refund", "下载场景", "(other)"] and sum(map(sum, conf["matrix"])) == 4
     answers = [json.loads(x) for x in (out / "answers/base/mul.jsonl").read_text(encoding="utf-8").splitlines()]
     assert answers[0]["instruction"] == "计算12*34" and "output" in answers[0]
+    assert answers[0]["step_valid"] is False and answers[0]["step_error"].startswith("line 1:")  # 4 tokens: no chain
+    assert base["tasks"]["mul"]["step_items"] == 1 and "step_valid" not in base["tasks"]["intents"]
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "Retention delta, ad − base" in md and "ranked by log-likelihood" in md and "## Wrong answers" in md
 
@@ -155,3 +159,67 @@ def test_bad_task_file_fails_before_any_model_loads(tmp_path):
         run_eval(EvalTasksConfig(model="no-such-model-anywhere", tasks=[str(tmp_path / "t.jsonl")],
                                  shots=str(tmp_path / "missing-shots.jsonl"), out=str(tmp_path / "r")))
     assert not (tmp_path / "r").exists()
+
+
+class _Canned:
+    """A model stand-in that answers each prompt from a table: the judging, not the generation, is tested."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+
+    @classmethod
+    def load(cls, model, adapters, *args, **kwargs):
+        return cls(TUNED if adapters else BASE)
+
+    def generate(self, chats, params):
+        return [self.answers[c[-1]["content"]] for c in chats]
+
+
+RIGHT = multiply.steps(21, 13, "zh")
+SLIP = RIGHT.replace("20 * 3 = 60", "20 * 3 = 50")  # a wrong product, the final line still 273
+THOUGHT = multiply.steps(12, 34, "en")
+BASE = {"Compute 12*34": THOUGHT, "计算21*13": SLIP, "计算11*11": "121", "导出本月的数据": "下载场景",
+        "计算478+356": add.steps(478, 356, "zh")}
+TUNED = {**BASE, "Compute 12*34": "<think>\n" + THOUGHT.rsplit("\n", 1)[0] + "\n</think>\n\nSo the final result is 408",
+         "计算21*13": RIGHT}
+
+
+def test_step_valid_beside_exact(tmp_path, monkeypatch, capsys):
+    from tunesmith.eval import tasks as eval_tasks
+
+    assert SLIP != RIGHT and last_number(SLIP) == "273"
+    mul = tmp_path / "mul.jsonl"  # two chains (one en, one zh) and a row whose answer is the final result alone
+    mul.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"instruction": "Compute 12*34", "output": THOUGHT}, {"instruction": "计算21*13", "output": RIGHT},
+        {"instruction": "计算11*11", "output": "121"}]), encoding="utf-8")
+    (tmp_path / "intents.jsonl").write_text('{"instruction": "导出本月的数据", "output": "下载场景"}\n', encoding="utf-8")
+    (tmp_path / "add.jsonl").write_text(json.dumps({"instruction": "计算478+356", "output": add.steps(478, 356, "zh")})
+                                        + "\n", encoding="utf-8")
+    assert [i["steps"] for i in read_task(str(mul))["items"]] == ["multiply", "multiply", None]
+    monkeypatch.setattr(eval_tasks, "Engine", _Canned)
+    out = tmp_path / "report"
+    cfg = EvalTasksConfig(model="m", adapter=["tuned"], tasks=[str(mul), str(tmp_path / "intents.jsonl"),
+                                                                str(tmp_path / "add.jsonl")],
+                          out=str(out), retention=False)
+    assert eval_tasks.eval_tasks(cfg) == 0
+    saved = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    base, tuned = saved["runs"]
+    # every final number is right; the base slipped a product in one chain, so only its steps fail
+    assert base["tasks"]["mul"]["accuracy"] == tuned["tasks"]["mul"]["accuracy"] == 1.0
+    assert (base["tasks"]["mul"]["step_valid"], tuned["tasks"]["mul"]["step_valid"]) == (0.5, 1.0)  # a think block too
+    assert base["tasks"]["mul"]["step_items"] == 2 and saved["tasks"]["mul"]["steps"] == ["multiply"]
+    assert (base["step_valid"], base["step_items"], tuned["step_valid"]) == (0.6667, 3, 1.0)  # all tasks together
+    assert set(base["tasks"]["intents"]) == {"accuracy", "items"} and "steps" not in saved["tasks"]["intents"]
+    answers = [json.loads(x) for x in (out / "answers/base/mul.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [a.get("step_valid") for a in answers] == [True, False, None] and all(a["correct"] for a in answers)
+    assert "20 * 3 = 60" in answers[1]["step_error"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| mul (step-valid) | multiply steps | 2 | 50.0% | 100.0% |" in md
+    assert "| add (step-valid) | add steps | 1 | 100.0% | 100.0% |" in md and "intents (step-valid)" not in md
+    assert "| all step-checked answers (step-valid) | steps | 3 | 66.7% | 100.0% |" in md
+    assert "Step-valid: the share of answers" in md
+    assert "`计算21*13` expected" in md.split("## Wrong answers")[1]  # exact, but a step wrong
+    printed = capsys.readouterr().out
+    assert "base: step-valid (every step holds): mul 50.0%, add 100.0%, all 66.7%\n" in printed
+    assert "tuned: step-valid (every step holds): mul 100.0%, add 100.0%, all 100.0%\n" in printed
+

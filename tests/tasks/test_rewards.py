@@ -124,7 +124,7 @@ def _defined(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["last_number", "normalise", "correct", "as_label", "mentions", "is_test", "pairs",
-                                  "parse_question", "check_row", "place_values", "check_addition"])
+                                  "parse_question", "check_row", "checked_task", "place_values", "check_addition"])
 def test_task_knowledge_is_defined_once_in_the_task_home(name):
     found = _defined(name)
     assert len(found) == 1 and found[0].startswith("tasks/"), found
@@ -139,5 +139,5 @@ def test_synth_eval_and_train_read_the_task_home():
 
     assert eval_tasks.correct is answers.correct and eval_tasks.as_label is answers.as_label
     assert eval_metrics.mentions is answers.mentions
-    assert synth_tasks.check_row is arith.check_row
+    assert synth_tasks.check_row is arith.check_row and eval_tasks.check_row is arith.check_row
     assert grpo.build_reward is build

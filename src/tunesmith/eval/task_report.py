@@ -1,6 +1,7 @@
 """The ``eval tasks`` report: report.json, report.md, scores.png, one confusion matrix PNG per
 label task and model, and each model's answers as alpaca rows (answers/<model>/<task>.jsonl, so
-``tunesmith synth task multiply --check`` can judge every step of them)."""
+``tunesmith synth task multiply --check`` can judge every step of them). Tasks with a step
+checker get a step-valid row beside exact: the share of answers in which every step holds."""
 from __future__ import annotations
 
 import json
@@ -97,6 +98,28 @@ def switch_table(rep: dict) -> list[str]:
     return lines
 
 
+def step_rows(rep: dict, name: str | None = None) -> list[str]:
+    """The step-valid row of a task (``name``), or of all its step-checked answers together (None):
+    nothing where no step checker applies (or, for all, where only one task has one)."""
+    runs = rep["runs"]
+    if name is None:
+        if sum("step_valid" in s for s in runs[0]["tasks"].values()) < 2:
+            return []
+        label, kind, scores = "all step-checked answers (step-valid)", "steps", runs
+    else:
+        if "steps" not in rep["tasks"][name]:
+            return []
+        label, kind = f"{name} (step-valid)", f"{', '.join(rep['tasks'][name]['steps'])} steps"
+        scores = [r["tasks"][name] for r in runs]
+    return [f"| {label} | {kind} | {scores[0]['step_items']} | "
+            + " | ".join(_pct(s.get("step_valid")) for s in scores) + " |"]
+
+
+STEP_NOTE = ("\nStep-valid: the share of answers in which every step holds (the task's step checker, as "
+             "`synth task --check` runs it), over the rows whose expected answer is a checkable chain; exact judges "
+             "the final result alone.")
+
+
 def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
     runs = rep["runs"]
     lines = [f"# Task report: `{rep['model']}`", "",
@@ -111,6 +134,8 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
                 lines.append(f"| {name} ({'ranked by log-likelihood' if how == 'loglik' else 'generated, exact'}) "
                              f"| label | {t['items']} | "
                              + " | ".join(_pct(r["tasks"][name][how]["accuracy"]) for r in runs) + " |")
+        lines += step_rows(rep, name)
+    lines += step_rows(rep)
     if "retention" in runs[0]:
         for lang, label in (("", "retention (general set)"), ("_en", "retention (en)"), ("_zh", "retention (zh)")):
             key, n = f"accuracy{lang}", runs[0]["retention"].get(f"items{lang}", "")
@@ -118,6 +143,8 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
                          + " | ".join(_pct(r["retention"].get(key)) for r in runs) + " |")
     for name, d in rep.get("retention_delta", {}).items():
         lines.append(f"\nRetention delta, {name} − base: **{d * 100:+.1f} points**.")
+    if any("steps" in t for t in rep["tasks"].values()):
+        lines.append(STEP_NOTE)
     lines += switch_table(rep)
     lines += ["", "![scores](scores.png)", ""]
     for name, t in rep["tasks"].items():
@@ -134,7 +161,7 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
     lines += ["## Wrong answers", ""]
     for r in runs:
         for name, ans in r["answers"].items():
-            bad = [a for a in ans if not a["correct"]][:wrong]
+            bad = [a for a in ans if not a["correct"] or a.get("step_valid") is False][:wrong]
             if bad:
                 lines.append(f"**{r['name']} — {name}**")
                 lines.append("")
@@ -142,8 +169,10 @@ def markdown(rep: dict, pngs: dict[str, list[str]], wrong: int) -> str:
                     q = a.get("instruction", a.get("prompt", ""))
                     exp = a.get("expect")
                     got = a.get("output", a.get("answer", "")).replace("\n", " ⏎ ")
-                    lines.append(f"- `{q[:80]}` expected `{exp if isinstance(exp, str) else ' / '.join(exp)}`"
-                                 f"{' (ranked: ' + a['ranked'] + ')' if 'ranked' in a else ''} → {got[:160]}")
+                    exp = (exp if isinstance(exp, str) else " / ".join(exp)).replace("\n", " ⏎ ")
+                    lines.append(f"- `{q[:80]}` expected `{exp[:160]}`"
+                                 f"{' (ranked: ' + a['ranked'] + ')' if 'ranked' in a else ''} → {got[:160]}"
+                                 + (f" — step {a['step_error'][:120]}" if a.get("step_error") else ""))
                 lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ kind — the row's ``kind``, else the file's (``FILE:KIND`` in ``tasks``), else 
 with a ``label`` field, ``number`` when the expected text ends in a number, ``exact`` otherwise:
 
 - ``number``: the last number of the answer equals the last number of the expected text (a
-  chain of thought is judged by its final result; ``synth task --check`` judges its steps);
+  chain of thought is judged by its final result: "exact");
 - ``exact``: the answer equals the expected text after normalising (NFKC, case, spaces, end
   punctuation); ``contains``: the normalised answer contains it;
 - ``label`` (classification): the label set is the row's ``labels`` or every label of the file.
@@ -15,6 +15,11 @@ with a ``label`` field, ``number`` when the expected text ends in a number, ``ex
   token so a label that is a prefix of another is not favoured, after the prompt rendered with
   the chat template) and by generation + normalised exact match. Accuracy, per-label precision
   and recall, and a confusion matrix.
+
+Step-valid: a row whose prompt is a question of a task with a step checker (multiply, add) and
+whose expected answer passes that checker (a whole chain, not a final line alone) also has its
+answer checked step by step by ``check_row`` of the task home, as ``synth task --check`` does;
+the report gives the share of such answers in which every step holds, next to exact.
 
 Thinking switch (``thinking: on | off | both``): task prompts are rendered with the template's
 ``enable_thinking`` set (both: every task answered in each mode, reported as ``TASK (thinking on)``
@@ -44,6 +49,7 @@ from ..infer import Engine, GenParams
 from ..jsonl import read_jsonl
 from ..models.template import supports_thinking
 from ..tasks.answers import as_label, correct, mentions  # the one copy of answer extraction (the task home)
+from ..tasks.arith import check_row, checked_task  # the one step checker (synth task --check uses it too)
 from ..tasks.rewards import format_ as follows_switch  # the one check of a think block (the format reward)
 
 KINDS = ("number", "exact", "contains", "label")
@@ -106,7 +112,8 @@ def read_task(spec: str, max_items: int | None = None) -> dict:
             r"\d\D{0,3}$", expect.strip()) else "exact")
         if kind not in KINDS:
             raise UserError(f"{path}:{n}: kind: '{kind}' is not one of {', '.join(KINDS)}")
-        items.append({"row": n, "prompt": prompt, "expect": expect, "kind": kind, "labels": r.get("labels")})
+        items.append({"row": n, "prompt": prompt, "expect": expect, "kind": kind, "labels": r.get("labels"),
+                      "steps": checked_task({"instruction": prompt, "output": expect})})
         if max_items and len(items) >= max_items:
             break
     if not items:
@@ -188,6 +195,12 @@ def classification(gold: list[str], pred: list[str | None], labels: list[str]) -
     return {"accuracy": round(acc, 4), "per_label": per, "confusion": {"labels": cols, "matrix": matrix}}
 
 
+def step_valid(rows: list[dict]) -> dict:
+    """The share of answers in which every step holds, over the rows a step checker applies to ({} when none)."""
+    checked = [r["step_valid"] for r in rows if "step_valid" in r]
+    return {"step_valid": round(sum(checked) / len(checked), 4), "step_items": len(checked)} if checked else {}
+
+
 def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig, think: bool | None = None) -> tuple[dict, list[dict]]:
     """Scores and answer rows of one task; ``think`` sets the template's switch (the template has one)."""
     items, shots = task["items"], shot_turns(cfg)
@@ -201,10 +214,14 @@ def score_task(engine: Engine, task: dict, cfg: EvalTasksConfig, think: bool | N
     for i, a in zip(items, answers):
         rows.append({"instruction": i["prompt"], "input": "", "output": a, "expect": i["expect"], "kind": i["kind"],
                      "correct": correct(i["kind"], a, i["expect"]), "row": i["row"]})
+        if i["steps"]:
+            why = check_row(i["steps"], rows[-1])
+            rows[-1].update({"step_valid": why is None, **({"step_error": why} if why else {})})
         if think is not None:
             rows[-1]["follows_switch"] = bool(follows_switch(a, {"prompt": i["prompt"], "think": think}))
     res["accuracy"] = round(sum(r["correct"] for r in rows) / len(rows), 4)
     res["items"] = len(rows)
+    res.update(step_valid(rows))
     if think is not None:
         res["switch"] = round(sum(r["follows_switch"] for r in rows) / len(rows), 4)
     lab = [(i, r) for i, r in zip(items, rows) if i["kind"] == "label"]
@@ -246,9 +263,16 @@ def evaluate(engine: Engine, tasks: list[dict], cfg: EvalTasksConfig) -> dict:
             once = once or score_task(engine, t, cfg)  # no switch in this template: answered once
             run["tasks"][key] = {**once[0], "switch": None}
             run["answers"][key] = once[1]
+    run.update(step_valid([a for k in run["tasks"] for a in run["answers"][k]]))  # all tasks together
     if cfg.retention:
         run["retention"], run["answers"]["retention"] = score_retention(engine, cfg, False if switch else None)
     return run
+
+
+def task_meta(t: dict) -> dict:
+    steps = sorted({i["steps"] for i in t["items"] if i["steps"]})  # the tasks whose step checker applies
+    return {"file": t["file"], "items": len(t["items"]), "kinds": sorted({i["kind"] for i in t["items"]}),
+            "labels": t["labels"], **({"steps": steps} if steps else {})}
 
 
 def run_eval(cfg: EvalTasksConfig) -> dict:
@@ -285,10 +309,7 @@ def run_eval(cfg: EvalTasksConfig) -> dict:
         print(f"scoring {label} ({f}, llama.cpp) …")
         runs.append({"name": label, "adapter": None, "gguf": str(f), **evaluate(engine, tasks, cfg)})
         engine.close()
-    rep = {"model": model, "tasks": {mode_name(t["name"], m): {"file": t["file"], "items": len(t["items"]),
-                                                               "kinds": sorted({i["kind"] for i in t["items"]}),
-                                                               "labels": t["labels"]}
-                                     for t in tasks for m in MODES[cfg.thinking]},
+    rep = {"model": model, "tasks": {mode_name(t["name"], m): task_meta(t) for t in tasks for m in MODES[cfg.thinking]},
            "runs": runs}
     if cfg.retention and len(runs) > 1:
         base = runs[0]["retention"]["accuracy"]
@@ -307,6 +328,10 @@ def eval_tasks(cfg: EvalTasksConfig) -> int:
         follow = [f"{n} {s['switch']:.1%}" for n, s in r["tasks"].items() if s.get("switch") is not None]
         if follow:
             print(f"{r['name']}: answers that follow the thinking switch: {', '.join(follow)}")
+        steps = [f"{n} {s['step_valid']:.1%}" for n, s in r["tasks"].items() if "step_valid" in s]
+        if steps:
+            print(f"{r['name']}: step-valid (every step holds): {', '.join(steps)}"
+                  + (f", all {r['step_valid']:.1%}" if len(steps) > 1 else ""))
     for name, d in rep.get("retention_delta", {}).items():
         print(f"retention delta ({name} − base): {d * 100:+.1f} points")
     if cfg.out:

@@ -104,3 +104,10 @@ def check_row(task: str, row: dict) -> str | None:
     except StepError as e:
         return str(e)
     return None
+
+
+def checked_task(row: dict) -> str | None:
+    """The task whose step checker applies to an alpaca row: its instruction is a question of the
+    task and its output passes ``check_row`` (a whole chain of thought, not a final line alone);
+    else None. ``eval tasks`` judges the steps of a model's answer to such a row."""
+    return next((t for t in TASKS if check_row(t, row) is None), None)
