@@ -189,7 +189,7 @@ def test_a_reward_only_learning_earns(embedded_dir, tmp_path):
                             "rewards": [{"name": "prefix", "options": {"text": "One"}}]},
                       data={"datasets": [{"path": str(prompts)}], "cutoff_len": 64},
                       lora={"r": 8, "alpha": 16, "dropout": 0.0},
-                      train={"lr": 2e-3, "max_steps": 5, "batch_size": 4, "seed": 1, "warmup": 0,
+                      train={"lr": 2e-3, "max_steps": 7, "batch_size": 4, "seed": 1, "warmup": 0,
                              "scheduler": "constant"})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core, as the suite's workers run: steady on a shared 2-core machine

@@ -62,8 +62,9 @@ class LoopSettings(Section):
                                              "every layer)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast around the loss, fp32 weights and gradients kept: auto = on CUDA when the "
-                            "model is bf16 and the adapters fp32 (off on a CPU); bf16 = always (on a CPU with AMX: the "
-                            "frozen weights held in bf16, attention in fp32, train/cpu.py); off = never")
+                            "model is bf16 and the adapters fp32, and for a LoRA over an fp32 model on a CPU with AMX "
+                            "(bf16 matrix units: the frozen weights held in bf16, attention in fp32, train/cpu.py); "
+                            "bf16 = always; off = never (fp32 on a CPU)")
     mlp_recompute: bool = Field(
         False, description="recompute each MLP's act(gate)*up in the backward instead of keeping it (its widest "
                            "activation; same numbers): less memory, slower (H100, Qwen2.5-0.5B: 33.8 → 29.5 GiB, 96k → 74k "

@@ -1,8 +1,8 @@
 """What makes the training loop fast on a CPU (measured on the 2-core AMX CPU: docs/benchmarks.md, issue 24).
 
-- bf16 autocast where the CPU has AMX (bf16 matrix units; ``amx_bf16``), on request
-  (``train.autocast: bf16``; the CPU default stays fp32, issue 24). The weights that train (LoRA), their
-  gradients and optimizer state, and the loss stay fp32; the matmuls run in bf16.
+- bf16 autocast where the CPU has AMX (bf16 matrix units; ``amx_bf16``): by default for a LoRA over an
+  fp32 model (``train.autocast: auto``; ``off`` keeps fp32, ``bf16`` asks for it anywhere). The weights that
+  train (LoRA), their gradients and optimizer state, and the loss stay fp32; the matmuls run in bf16.
 - The frozen weights held in bf16 (``precast_frozen``), as on CUDA where the model loads in bf16:
   autocast keeps its casts only of weights that train, so every forward cast every frozen weight
   again, and an fp32 residual stream cast each layer's input once per projection.

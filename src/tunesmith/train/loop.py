@@ -32,7 +32,7 @@ from .batching import DataPlan
 from .checkpoint import PREFIX, begin, commit, set_rng_state, write_rng, write_tensors
 from .checkpoint import load as load_checkpoint
 from .config import TrainConfig
-from .cpu import fast_lora_dropout, precast_frozen, use_fp32_attention
+from .cpu import fast_lora_dropout, has_amx, precast_frozen, use_fp32_attention
 from .kernels import compile_layers, patch_model, recompute_mlp_product, resolve_kernels, share_lora_inputs
 from .logs import RunLog
 from .objectives import Objective
@@ -100,10 +100,12 @@ def setup(cfg: TrainConfig) -> Run:
     attention = resolve_attention(loop.attention, device, dtype == torch.bfloat16, packed, head_width(model_cfg))
     if hasattr(objective, "attention"):
         objective.attention = attention
-    # bf16 autocast on a CPU with AMX on request (train.autocast: bf16): fp32 weights that train, matmuls in
-    # bf16 (train/cpu.py). Not the CPU default: the identity demo's quality was measured in fp32 (issue 24).
+    # bf16 autocast on a CPU with AMX (train/cpu.py): by default for a LoRA over an fp32 model, as on CUDA —
+    # fp32 weights that train, matmuls in bf16 (1.78x a plain HF+PEFT loop where fp32 is 1.08x; the identity
+    # demo's figures unchanged: docs/benchmarks.md, issue 24). A CPU without AMX stays fp32 (bf16 is slower there).
     # An online objective (GRPO) samples under the same autocast (its engine is told, below).
-    cpu_bf16 = device == "cpu" and loop.autocast == "bf16"
+    cpu_bf16 = device == "cpu" and (loop.autocast == "bf16" or (
+        loop.autocast == "auto" and cfg.method == "lora" and dtype == torch.float32 and has_amx()))
 
     parent = cfg.adapter or (str(model_dir) if read_manifest(model_dir) else None)
     manifest = {
