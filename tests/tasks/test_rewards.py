@@ -43,6 +43,10 @@ def test_the_generated_answer_earns_the_whole_reward_and_a_wrong_result_half_at_
     assert mod.reward(wrong, row) == pytest.approx(0.5 * (len(lines) - 1) / len(lines))  # steps right, result wrong
     result = a * b if name == "multiply" else a + b
     assert mod.reward(f"I think it is {result}", row) == 0.5  # right number, no step holds
+    exact_only = build(name, {"step_weight": 0})  # the recipe's way to reward the result alone
+    assert exact_only(f"I think it is {result}", row) == 1.0 and exact_only(wrong, row) == 0.0
+    steps_more = build(name, {"step_weight": 0.75})
+    assert steps_more(wrong, row) == pytest.approx(0.75 * (len(lines) - 1) / len(lines))
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,7 +110,8 @@ def test_length_and_prefix_rewards():
 
 @pytest.mark.parametrize("name,options,message", [
     ("nope", {}, "unknown reward 'nope'"), ("label", {"names": ["x"]}, "takes no options; got names"),
-    ("identity", {}, "takes names; missing names"), ("length", {"max_char": 3}, "got max_char; missing max_chars")])
+    ("identity", {}, "takes names; missing names"), ("length", {"max_char": 3}, "got max_char; missing max_chars"),
+    ("multiply", {"weight": 0}, "takes step_weight; got weight")])
 def test_bad_reward_settings_are_one_line(name, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build(name, options)

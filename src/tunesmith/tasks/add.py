@@ -34,6 +34,7 @@ def check(a: int, b: int, text: str, lang: str) -> None:
     lines.end()
 
 
-def reward(completion: str, row: dict) -> float | None:
-    """Half for the exact sum, half for the share of steps that hold (``steps.graded``)."""
-    return graded(completion, row, "ask_add", check, steps, lambda a, b: a + b)
+def reward(completion: str, row: dict, step_weight: float = 0.5) -> float | None:
+    """``1 - step_weight`` for the exact sum, ``step_weight`` (default half) for the share of steps
+    that hold (``steps.graded``); ``step_weight: 0`` rewards the exact sum alone."""
+    return graded(completion, row, "ask_add", check, steps, lambda a, b: a + b, step_weight)

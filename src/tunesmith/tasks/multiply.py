@@ -84,9 +84,10 @@ def check(a: int, b: int, text: str, lang: str) -> None:
     lines.end()
 
 
-def reward(completion: str, row: dict) -> float | None:
-    """Half for the exact product, half for the share of steps that hold (``steps.graded``)."""
-    return graded(completion, row, "ask_mul", check, steps, lambda a, b: a * b)
+def reward(completion: str, row: dict, step_weight: float = 0.5) -> float | None:
+    """``1 - step_weight`` for the exact product, ``step_weight`` (default half) for the share of steps
+    that hold (``steps.graded``); ``step_weight: 0`` rewards the exact product alone."""
+    return graded(completion, row, "ask_mul", check, steps, lambda a, b: a * b, step_weight)
 
 
 __all__ = ["check", "place_values", "question", "reward", "steps", "StepError"]

@@ -8,7 +8,7 @@ multiplication): such a value is left out of the reward's mean and of the sum, a
 reward function's None.
 
 - ``multiply`` / ``add``: half for the exact final result, half for the share of steps that hold
-  (the step checker's first wrong line);
+  (the step checker's first wrong line); ``step_weight`` moves that split (0: the exact result alone);
 - ``label``: the normalised answer equals the row's expected label;
 - ``format``: a ``<think>…</think>`` block opens the answer, followed by an answer, exactly when
   the prompt asked for thinking; no ``<think>`` anywhere when it did not;
@@ -78,9 +78,10 @@ def build(name: str, options: dict | None = None) -> Callable[[str, dict], float
         raise ValueError(f"unknown reward '{name}': choose from {', '.join(REWARDS)}")
     fn = REWARDS[name]
     options = dict(options or {})
-    params = list(inspect.signature(fn).parameters)[2:]
+    sig = list(inspect.signature(fn).parameters.values())[2:]
+    params = [p.name for p in sig]
     unknown = sorted(set(options) - set(params))
-    missing = [p for p in params if p not in options]
+    missing = [p.name for p in sig if p.name not in options and p.default is inspect.Parameter.empty]
     if unknown or missing:
         takes = ", ".join(params) or "no options"
         raise ValueError(f"reward '{name}' takes {takes}" + (f"; got {', '.join(unknown)}" if unknown else "")

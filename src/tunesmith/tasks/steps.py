@@ -139,14 +139,17 @@ def step_share(check: Callable, a: int, b: int, text: str, lang: str, n_lines: i
 
 
 def graded(completion: str, row: dict, ask: str, check: Callable, steps: Callable,
-           value: Callable[[int, int], int]) -> float | None:
-    """An arithmetic task's reward in [0, 1]: half for the exact final result (the last number of
-    the answer, after a think block if any), half for the share of steps that hold. None when the
-    row's prompt is no question of the task (the reward does not apply to it)."""
+           value: Callable[[int, int], int], weight: float = 0.5) -> float | None:
+    """An arithmetic task's reward in [0, 1]: ``1 - weight`` for the exact final result (the last
+    number of the answer, after a think block if any), ``weight`` (default half) for the share of
+    steps that hold. None when the row's prompt is no question of the task (the reward does not
+    apply to it)."""
     q = parse_ask(ask, row.get("prompt", ""))
     if q is None:
         return None
     a, b, lang = q
     _, answer = split_think(completion)
-    exact = last_number(answer) == str(value(a, b))
-    return (exact + step_share(check, a, b, answer, lang, len(steps(a, b, lang).splitlines()))) / 2
+    exact = float(last_number(answer) == str(value(a, b)))
+    if not weight:
+        return exact
+    return (1 - weight) * exact + weight * step_share(check, a, b, answer, lang, len(steps(a, b, lang).splitlines()))
