@@ -280,3 +280,25 @@ def test_a_job_of_n_rows_prefills_its_prompt_once_and_samples_as_n_single_rows(b
         sched._forward = forward
     assert [r[0] for r in grouped[0]] == [a[0][0] for a in alone]
     assert len({tuple(r[0]) for r in grouped[0]}) > 1  # the rows did draw differently
+
+
+def test_the_prefill_chunk_counts_prompts_not_rows(tiny_model):
+    """``prefill_rows`` bounds the prompts prefilled in one step: three jobs of 4 rows each, submitted
+    together with a chunk of two, are prefilled as two prompts (8 rows) and then one (a join), not as
+    one job a step (two joins)."""
+    e = Engine.load(str(tiny_model), max_batch=16, prefill_rows=2)
+    prompts = [e.prompt_ids(c) for c in CONVS[:3]]
+    seen: list[int] = []
+    sched = e.scheduler
+    forward = sched._forward
+
+    def counting(rows, **kw):
+        if kw["input_ids"].shape[1] > 1:
+            seen.append(kw["input_ids"].shape[0])
+        return forward(rows, **kw)
+
+    sched._forward = counting
+    rows = run_jobs(e, *[dict(prompt=p, params=GenParams(max_new_tokens=6, temperature=1.0, seed=k), n=4)
+                         for k, p in enumerate(prompts)])
+    assert [len(r) for r in rows] == [4, 4, 4]
+    assert seen == [2, 1] and sched.stats["joins"] == 1 and sched.stats["max_rows"] == 12

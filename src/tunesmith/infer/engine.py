@@ -24,7 +24,7 @@ class Engine:
     """A loaded model and tokenizer and the loop that decodes with them.
 
     ``max_batch``: most rows decoded together; ``max_queue``: most rows waiting for a bounded
-    ``submit`` (the server's 503); ``prefill_rows``: most new rows prefilled in one step (default
+    ``submit`` (the server's 503); ``prefill_rows``: most new prompts prefilled in one step (default
     ``max_batch``); ``adapters``: the names of the named adapters loaded into ``model`` (a PeftModel)."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 32, max_queue: int = 256,
@@ -75,7 +75,7 @@ class Engine:
     # ---- the job API (the server) ----
     def submit(self, *jobs: Job, bounded: bool = True) -> None:
         """Queue ``jobs`` for the decode loop (started on first use); jobs submitted together are prefilled
-        together (up to ``prefill_rows``). Raises QueueFull, queueing none, when ``bounded`` and more than
+        together (up to ``prefill_rows`` prompts). Raises QueueFull, queueing none, when ``bounded`` and more than
         ``max_queue`` rows would wait; UserError for an adapter that is not loaded."""
         for job in jobs:
             self._check_adapter(job.adapter)

@@ -2,8 +2,9 @@
 
 One background thread owns the model (started by the first ``submit``, ended when no work is left).
 Running rows share one ``DynamicCache``; new requests are prefilled (left-padded, up to
-``prefill_rows`` per step) and joined to the running rows between two steps; a row that ends — or
-whose caller cancelled — leaves the batch at once. Each row has its own sampling (``RowSampler``:
+``prefill_rows`` prompts per step; the n rows of one request share its prompt's prefill) and
+joined to the running rows between two steps; a row that ends — or whose caller cancelled —
+leaves the batch at once. Each row has its own sampling (``RowSampler``:
 seed, temperature, top-k/top-p, repetition penalty, constraint), stop strings, logprobs and, when
 the engine holds named adapters, its own adapter (PEFT's mixed-batch ``adapter_names``).
 
@@ -176,7 +177,7 @@ class Scheduler:
         self.keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def submit(self, *jobs: Job, bounded: bool = True) -> None:
-        """Queue ``jobs`` together (rows submitted together are prefilled together, up to ``prefill_rows``);
+        """Queue ``jobs`` together (jobs submitted together are prefilled together, up to ``prefill_rows`` prompts);
         raises QueueFull, queueing none, when ``bounded`` and the waiting rows would pass ``max_queue``."""
         for job in jobs:
             if job.n > self.max_batch:
@@ -205,9 +206,10 @@ class Scheduler:
 
     # ---- the decode thread ----
     def _take(self, room: int) -> list[Job]:
-        """Jobs to admit now, oldest first: their rows fit in ``room`` and, beyond the first job, in one
-        prefill chunk (a big prefill would hold every running row's next token back). A job that does not
-        fit waits at the head of the queue."""
+        """Jobs to admit now, oldest first: their rows fit in ``room`` and, beyond the first job, their
+        prompts in one prefill chunk of ``prefill_rows`` prompts (a big prefill would hold every running
+        row's next token back; a job's n rows share one prefill of its prompt). A job that does not fit
+        waits at the head of the queue."""
         jobs: list[Job] = []
         taken = 0
         with self._lock:  # jobs submitted together are taken together
@@ -221,12 +223,12 @@ class Scheduler:
                     self.waiting_rows -= job.n
                 if job.cancelled.is_set():
                     continue
-                if job.n > room or (jobs and taken + job.n > self.prefill_rows):
+                if job.n > room or (jobs and taken + 1 > self.prefill_rows):
                     self._carry = job
                     break
                 jobs.append(job)
                 room -= job.n
-                taken += job.n
+                taken += 1  # prompts prefilled: the job's n rows copy its one prefill (``_prefill``)
         return jobs
 
     def _run(self) -> None:

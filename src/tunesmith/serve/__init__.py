@@ -17,7 +17,7 @@ class ServeConfig(AdaptedModelSection):
     api_key_env: EnvName = Field("TUNESMITH_API_KEY", description="environment variable holding the API key; when it is "
                              "set, /v1/* requests need 'Authorization: Bearer KEY' (keys never go in files or argv)")
     max_batch: int = Field(32, ge=1, description="most sequences decoded together")
-    prefill_rows: int = Field(8, ge=1, description="most new sequences prefilled in one step (smaller: running "
+    prefill_rows: int = Field(8, ge=1, description="most new prompts prefilled in one step (a request's n answers share one; smaller: running "
                               "answers stall less when many requests arrive at once)")
     max_queue: int = Field(256, ge=1, description="most sequences waiting; beyond that a request gets 503")
     queue_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for a slot before a 503 with Retry-After")
