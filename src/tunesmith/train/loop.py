@@ -101,8 +101,8 @@ def setup(cfg: TrainConfig) -> Run:
     if hasattr(objective, "attention"):
         objective.attention = attention
     # bf16 autocast on a CPU with AMX (train/cpu.py): by default for a LoRA over an fp32 model, as on CUDA —
-    # fp32 weights that train, matmuls in bf16 (1.78x a plain HF+PEFT loop where fp32 is 1.08x; the identity
-    # demo's figures unchanged: docs/benchmarks.md, issue 24). A CPU without AMX stays fp32 (bf16 is slower there).
+    # fp32 weights that train, matmuls in bf16 (1.75x a plain HF+PEFT loop where fp32 is 1.08x; the identity
+    # demo's figures unchanged: docs/benchmarks.md, issue 24). A CPU without AMX stays fp32 (no bf16 matrix units).
     # An online objective (GRPO) samples under the same autocast (its engine is told, below).
     cpu_bf16 = device == "cpu" and (loop.autocast == "bf16" or (
         loop.autocast == "auto" and cfg.method == "lora" and dtype == torch.float32 and has_amx()))
