@@ -1,5 +1,6 @@
 """Stacked stages: train → merge → train on the merge → merge, with lineage and resume."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -32,7 +33,7 @@ def test_pipeline_chains_stages_and_records_lineage(tiny_model, tmp_path, capsys
     assert two["base_model"]["path"] == str((root / "2-one-merged").resolve()) and two["parent"]
     final = json.loads((root / "4-final" / "manifest.json").read_text())
     assert final["kind"] == "merge" and final["base_model"]["path"] == str((root / "2-one-merged").resolve())
-    assert m["final_model"] == str((root / "4-final").resolve())
+    assert m["final_model"] == str((root / "4-final").resolve()) and m["final_adapter"] is None
     assert [p["on"] for p in m["probes"]] == ["eval"] and m["final_probes"][0]["stage"] == "one"
     # plain transformers loads the final model
     from transformers import AutoModelForCausalLM
@@ -42,6 +43,20 @@ def test_pipeline_chains_stages_and_records_lineage(tiny_model, tmp_path, capsys
     capsys.readouterr()
     assert main(["pipeline", str(recipe)]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_an_adapter_after_the_last_merge_is_named_not_lost(tiny_model, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(4)))
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(tiny_model), "output_dir": str(tmp_path / "p"), "stages": [
+        {"name": "one", "train": {"data": {"datasets": [{"path": str(data)}], "cutoff_len": 64},
+                                  "train": {"max_steps": 1, "batch_size": 4}, "progress": False}}]}))
+    assert main(["pipeline", str(recipe)]) == 0
+    m = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert m["final_model"] == str(Path(tiny_model).resolve())  # no merge: the base
+    assert m["final_adapter"] == str((tmp_path / "p" / "1-one").resolve())
+    assert "not merged" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_pipeline_typo_in_a_later_stage_fails_before_training(tiny_model, tmp_path, capsys):

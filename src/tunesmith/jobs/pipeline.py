@@ -191,7 +191,10 @@ def pipeline(cfg: PipelineConfig) -> int:
                           "final_model": str(Path(current).resolve()), "stages": lineage,
                           "probes": probes, "final_probes": final, "final_checks": checks,
                           "final_identity": next((c for c in checks.values() if c), None),
+                          "final_adapter": str(Path(pending[1]).resolve()) if pending else None,
                           "seconds": round(time.time() - t0, 1)})
     write_atomic(root / "final_model.txt", str(Path(current).resolve()) + "\n")
-    print(f"done: {root} → final model {current}")
+    # An adapter trained after the last merge is not in the final model: say where it is.
+    unmerged = f" (+ the adapter {pending[1]}, not merged: a merge stage after it folds it in)" if pending else ""
+    print(f"done: {root} → final model {current}{unmerged}")
     return 0
