@@ -111,7 +111,10 @@ def test_length_and_prefix_rewards():
 @pytest.mark.parametrize("name,options,message", [
     ("nope", {}, "unknown reward 'nope'"), ("label", {"names": ["x"]}, "takes no options; got names"),
     ("identity", {}, "takes names; missing names"), ("length", {"max_char": 3}, "got max_char; missing max_chars"),
-    ("multiply", {"weight": 0}, "takes step_weight; got weight")])
+    ("multiply", {"weight": 0}, "takes step_weight; got weight"),
+    ("add", {"step_weight": 1.5}, "reward 'add': step_weight must be a number from 0 to 1, got 1.5"),
+    ("multiply", {"step_weight": "half"}, "step_weight must be a number from 0 to 1, got 'half'"),
+    ("length", {"max_chars": "ten"}, "reward 'length':")])
 def test_bad_reward_settings_are_one_line(name, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build(name, options)

@@ -232,6 +232,7 @@ def test_prompt_rows_keep_what_the_reward_needs(tokenizer, tmp_path):
 @pytest.mark.parametrize("over,message", [
     ({"grpo": {}}, "grpo.rewards: name at least one reward"),
     ({"grpo": {"rewards": [{"name": "multiply", "options": {"x": 1}}]}}, "reward 'multiply' takes step_weight; got x"),
+    ({"grpo": {"rewards": [{"name": "multiply", "options": {"step_weight": 2}}]}}, "step_weight must be a number from 0 to 1"),
     ({"nproc": 2}, "grpo runs in one process for now"),
     ({"data": {"val_size": 0.1}}, "grpo has no validation loss"),
     ({"train": {"packing": True}}, "train.packing: grpo")])

@@ -73,7 +73,8 @@ REWARDS: dict[str, Callable] = {"multiply": multiply.reward, "add": add.reward, 
 
 def build(name: str, options: dict | None = None) -> Callable[[str, dict], float | None]:
     """The named reward with its options bound. Raises ValueError (one line) for an unknown name, an
-    option it does not take, or one it needs and was not given."""
+    option it does not take, one it needs and was not given, or a value it cannot use (the reward is
+    called once on an empty answer here, so that a wrong value fails before any work, not mid-run)."""
     if name not in REWARDS:
         raise ValueError(f"unknown reward '{name}': choose from {', '.join(REWARDS)}")
     fn = REWARDS[name]
@@ -86,4 +87,9 @@ def build(name: str, options: dict | None = None) -> Callable[[str, dict], float
         takes = ", ".join(params) or "no options"
         raise ValueError(f"reward '{name}' takes {takes}" + (f"; got {', '.join(unknown)}" if unknown else "")
                          + (f"; missing {', '.join(missing)}" if missing else ""))
-    return partial(fn, **options) if options else fn
+    bound = partial(fn, **options) if options else fn
+    try:
+        bound("", {})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"reward '{name}': {e}") from None
+    return bound

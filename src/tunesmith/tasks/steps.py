@@ -144,6 +144,8 @@ def graded(completion: str, row: dict, ask: str, check: Callable, steps: Callabl
     number of the answer, after a think block if any), ``weight`` (default half) for the share of
     steps that hold. None when the row's prompt is no question of the task (the reward does not
     apply to it)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ValueError(f"step_weight must be a number from 0 to 1, got {weight!r}")
     q = parse_ask(ask, row.get("prompt", ""))
     if q is None:
         return None

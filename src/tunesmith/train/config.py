@@ -88,7 +88,8 @@ class RewardSpec(Section):
                                        "identity, length, prefix")
     weight: float = Field(1.0, description="its weight in the summed reward")
     options: dict[str, Any] = Field(default_factory=dict, description="its settings: identity {names: [...]}, length "
-                                                                      "{max_chars: N}, prefix {text: ...}")
+                                                                      "{max_chars: N}, prefix {text: ...}, multiply/add "
+                                                                      "{step_weight: 0 to 1, default 0.5}")
 
     @model_validator(mode="after")
     def _known(self):

@@ -146,9 +146,8 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.method in ("lora", "qlora"):
         model = _apply_lora(model, cfg)
     objective.attach(model, cfg)  # e.g. DPO's frozen reference for method: full
-    if cpu_bf16:  # with the bf16 path only: a CPU without AMX keeps torch's dropout
-        fast_lora_dropout(model)
-    if cpu_bf16:  # frozen weights held in bf16: the model runs only under autocast (step, evaluate, rollouts)
+    if cpu_bf16:  # the bf16 path only (a CPU without AMX keeps torch's dropout and fp32 weights): frozen
+        fast_lora_dropout(model)  # weights held in bf16, so the model runs only under autocast (step, evaluate, rollouts)
         precast_frozen(model, torch.bfloat16)
     if loop.compile:
         compile_layers(model)
