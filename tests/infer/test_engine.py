@@ -302,3 +302,18 @@ def test_the_prefill_chunk_counts_prompts_not_rows(tiny_model):
                          for k, p in enumerate(prompts)])
     assert [len(r) for r in rows] == [4, 4, 4]
     assert seen == [2, 1] and sched.stats["joins"] == 1 and sched.stats["max_rows"] == 12
+
+
+def test_static_decoding_gives_the_joining_loops_answers(embedded_dir, base):
+    """``graphs``: fixed batches over transformers' StaticCache (on CUDA replayed as one CUDA graph a
+    step; here eagerly) answer as ``generate`` does, and sampled rows draw what they draw in the
+    joining loop; a second batch reuses the first one's decoder."""
+    static = Engine.load(str(embedded_dir), dtype="fp32", device="cpu", max_batch=8, graphs=True)
+    assert static.scheduler.static and not base.scheduler.static  # on the CPU the joining loop is the default
+    prompts = [static.prompt_ids(c) for c in CONVS]
+    assert engine_ids(static, prompts, 24) == hf_ids(base, prompts, 24)
+    params = GenParams(max_new_tokens=12, temperature=1.0, seed=5)
+    specs = [dict(prompt=prompts[1], params=params, n=3), dict(prompt=prompts[3], params=params, n=2)]
+    assert run_jobs(static, *specs) == run_jobs(base, *specs)
+    assert static.stats["static_batches"] == 2 and static.stats["joins"] == 0
+    assert static.scheduler._static.rows == 8  # one decoder of 8 rows served both batches (4 and 5 rows)

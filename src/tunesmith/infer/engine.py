@@ -25,16 +25,19 @@ class Engine:
 
     ``max_batch``: most rows decoded together; ``max_queue``: most rows waiting for a bounded
     ``submit`` (the server's 503); ``prefill_rows``: most new prompts prefilled in one step (default
-    ``max_batch``); ``adapters``: the names of the named adapters loaded into ``model`` (a PeftModel)."""
+    ``max_batch``); ``adapters``: the names of the named adapters loaded into ``model`` (a PeftModel);
+    ``graphs``: decode fixed batches over a static cache, one CUDA graph a step (``graphs.py``;
+    None: on CUDA where the model allows it), so rows submitted later wait for the batch to end."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 32, max_queue: int = 256,
-                 prefill_rows: int | None = None, adapters: tuple[str, ...] = (), autocast=None):
+                 prefill_rows: int | None = None, adapters: tuple[str, ...] = (), autocast=None,
+                 graphs: bool | None = None):
         self.model = model
         self.tok = tokenizer
         self.stop_ids = end_of_turn_ids(tokenizer)
         self.adapters = tuple(adapters)
         self.scheduler = Scheduler(model, tokenizer, self.stop_ids, max_batch, max_queue, prefill_rows,
-                                   adapters=bool(self.adapters), autocast=autocast)
+                                   adapters=bool(self.adapters), autocast=autocast, graphs=graphs)
 
     @classmethod
     def load(cls, model: str, adapter: str | list[str] | None = None, dtype: str | None = None,
@@ -42,7 +45,7 @@ class Engine:
              named_adapters: dict[str, str] | None = None, **limits) -> "Engine":
         """Load ``model`` with ``adapter`` (a list, applied in order) and each of ``named_adapters``
         (``{name: adapter or run folder}``, each trained on ``model`` + ``adapter``), which a request
-        picks by name. ``limits``: ``max_batch``, ``max_queue``, ``prefill_rows``."""
+        picks by name. ``limits``: ``max_batch``, ``max_queue``, ``prefill_rows``, ``graphs``."""
         from ..models import load_model
 
         named = dict(named_adapters or {})

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .graphs import decode as decode_static
+from .graphs import wanted as static_wanted
 from .sampling import GenParams, RowSampler, check_constraint, draw_batch, token_logprobs
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -151,7 +153,8 @@ class Scheduler:
     """Owns the model in one background thread; ``submit`` may be called from any thread."""
 
     def __init__(self, model, tok, stop_ids: list[int], max_batch: int = 32, max_queue: int = 256,
-                 prefill_rows: int | None = None, adapters: bool = False, autocast=None):
+                 prefill_rows: int | None = None, adapters: bool = False, autocast=None,
+                 graphs: bool | None = None):
         self.model, self.tok = model, tok
         self.autocast = autocast    # a torch dtype: decode under autocast (a training loop's bf16 model)
         self.stop_ids = set(stop_ids)
@@ -175,6 +178,9 @@ class Scheduler:
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         # The prompt's last position is all a prefill needs: as ``generate``, skip the rest of the logits.
         self.keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.static = static_wanted(model, self.device, adapters, graphs)  # fixed batches (graphs.py)
+        self._static = None  # the StaticDecoder kept between batches
+        self.capture = True  # on CUDA, record the static step as a CUDA graph (False: run it eagerly)
 
     def submit(self, *jobs: Job, bounded: bool = True) -> None:
         """Queue ``jobs`` together (jobs submitted together are prefilled together, up to ``prefill_rows`` prompts);
@@ -252,7 +258,7 @@ class Scheduler:
                     continue
                 self._active = []
                 try:
-                    self._decode(jobs)
+                    decode_static(self, jobs) if self.static else self._decode(jobs)
                 except Exception as e:  # noqa: BLE001 — fail the running requests, keep the engine up
                     for r in self._active:
                         if not r.done:
@@ -358,13 +364,14 @@ class Scheduler:
             j._call(j.started.set)
         return new
 
-    def _decode(self, jobs: list[Job]) -> None:
+    def _decode(self, jobs: list[Job], admitted: list[_Row] | None = None) -> None:
         import torch
 
         rows: list[_Row] = []
         cache = mask = logits = None
         while True:
-            new = self._admit(jobs) if jobs else []
+            new = admitted if admitted is not None else self._admit(jobs) if jobs else []
+            admitted = None
             if new:  # prefill the new rows, then stack them with the running ones
                 try:
                     c2, m2, l2 = self._prefill(new)

@@ -25,6 +25,8 @@ class ServeConfig(AdaptedModelSection):
     max_n: int = Field(8, ge=1, description="largest n (choices per request) accepted")
     max_model_len: int | None = Field(None, ge=1, description="cap on prompt + completion tokens (default: the model's)")
     max_request_mb: float = Field(8.0, gt=0, description="largest request body in MiB; a larger one gets 413")
+    cuda_graphs: bool = Field(False, description="on a GPU, decode fixed batches as one CUDA graph a step (faster "
+                              "steps; a request that arrives mid-batch waits for the batch to end instead of joining it)")
     named_adapters: dict[str, str] = Field(default_factory=dict, description="adapters a request picks by its "
                                            "'model' field, e.g. {mira: runs/identity-…}: each trained on MODEL (+ "
                                            "adapter), all served beside MODEL from one copy of it")
@@ -53,7 +55,8 @@ def build(cfg: ServeConfig, engine=None):
                         "otherwise (or set --served_name)")
     engine = engine or Engine.load(cfg.model, cfg.adapter, cfg.dtype, cfg.device, cfg.trust_remote_code,
                                    named_adapters=cfg.named_adapters, max_batch=cfg.max_batch,
-                                   max_queue=cfg.max_queue, prefill_rows=cfg.prefill_rows)
+                                   max_queue=cfg.max_queue, prefill_rows=cfg.prefill_rows,
+                                   graphs=None if cfg.cuda_graphs else False)
     return build_app(State(engine, cfg)), engine, cfg
 
 

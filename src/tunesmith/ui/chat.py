@@ -53,7 +53,7 @@ class Chats:
         with self.lock:
             if key != self.key:
                 named = {k: v for k, v in (("left", left), ("right", right)) if v}
-                engine = Engine.load(pair.model, named_adapters=named or None, max_batch=8)
+                engine = Engine.load(pair.model, named_adapters=named or None, max_batch=8, graphs=False)
                 if self.engine is not None:
                     self.engine.stop()
                 self.engine, self.key = engine, key
