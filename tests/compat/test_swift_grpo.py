@@ -18,6 +18,7 @@ def test_grpo_flags_fill_the_recipe_and_the_rest_is_named(capsys):
     argv = swift_grpo_argv(["--rlhf_type", "grpo", "--num_generations", "4", "--max_completion_length=300",
                             "--beta", "0.04", "--epsilon", "0.2", "--epsilon_high", "0.28", "--loss_type", "dr_grpo",
                             "--temperature", "0.9", "--scale_rewards", "none", "--use_vllm", "true",
+                            "--dynamic_sample", "true", "--max_resample_times", "2",
                             "--num_iterations", "2", "--reward_funcs", "multiply", "format", "accuracy",
                             "--reward_weights", "1.0", "0.5", "2", "train.lr=1e-5", "model=x"])
     err = capsys.readouterr().err
@@ -27,6 +28,7 @@ def test_grpo_flags_fill_the_recipe_and_the_rest_is_named(capsys):
     assert cfg.objective == "grpo" and cfg.train.lr == 1e-5
     assert (g.num_generations, g.max_completion_length, g.beta, g.epsilon, g.epsilon_high, g.loss_type,
             g.temperature, g.scale_rewards) == (4, 300, 0.04, 0.2, 0.28, "dr_grpo", 0.9, "none")
+    assert (g.dynamic_sample, g.max_resample_times) == (True, 2)
     assert [(r.name, r.weight) for r in g.rewards] == [("multiply", 1.0), ("format", 0.5)]
 
 

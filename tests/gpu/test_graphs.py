@@ -1,6 +1,7 @@
 """On CUDA: the static decode step replayed as a CUDA graph gives the eager step's logits bit for
 bit, sees LoRA weights changed in place after the capture (a training step between rollouts), and
 the engine decodes through one capture by default — the same answers as without the graph."""
+import inspect
 import queue
 
 import torch
@@ -29,9 +30,10 @@ PROMPTS = [[5, 17, 300, 9], [44, 81, 7], [901, 12, 13, 14, 15, 16], [3]]
 def test_the_captured_step_is_the_eager_step_and_reads_weights_changed_in_place():
     model = lora_model().eval()
     dev = torch.device("cuda")
+    kw = "cache" if "cache" in inspect.signature(type(model.get_base_model()).forward).parameters else "past_key_values"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        eager = StaticDecoder(model, 8, 128, dev, "past_key_values", graph=False)
-        graphed = StaticDecoder(model, 8, 128, dev, "past_key_values", graph=True)
+        eager = StaticDecoder(model, 8, 128, dev, kw, graph=False)
+        graphed = StaticDecoder(model, 8, 128, dev, kw, graph=True)
         assert graphed.graph is not None and eager.graph is None
 
         def run(dec, steps=12):

@@ -296,3 +296,46 @@ def test_the_loss_does_not_depend_on_the_micro_batches(loss_type, tiny_model, to
     split, g_split = run([items[:2], items[2:], []])  # an empty micro-batch contributes nothing
     assert abs(whole - split) < 1e-6
     assert max(float((g_whole[n] - g_split[n]).abs().max()) for n in g_whole) < 1e-6
+
+
+def test_dynamic_sampling_replaces_groups_without_signal(tiny_model, tokenizer, monkeypatch):
+    """DAPO's dynamic sampling: the step's two prompts give groups whose rewards are all equal; with
+    ``dynamic_sample`` groups of other training prompts whose rewards differ take their places (each
+    micro-batch keeps its size; drawn the same way twice: resume), and without it the step keeps them
+    (advantage 0 everywhere)."""
+    from peft import get_peft_model
+
+    from tunesmith.tasks import rewards
+    from tunesmith.train.objectives import get
+
+    def parity(completion, row):  # a "flat" prompt earns the same for every answer: no signal
+        return 0.5 if row.get("prompt", "").startswith("flat") else float(len(completion) % 2)
+
+    monkeypatch.setitem(rewards.REWARDS, "parity", parity)
+    base, lora = _base_and_lora(tiny_model)
+    model = get_peft_model(base, lora)
+
+    def row(q):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        return {"prompt_ids": list(ids["input_ids"] if hasattr(ids, "keys") else ids), "prompt": q, "system": None,
+                "expect": None, "think": False}
+
+    flat = [row(f"flat question {i}") for i in range(3)]
+    lively = [row(f"lively question {i}") for i in range(4)]
+    got = []
+    for on in (False, True, True):
+        obj = get("grpo")
+        obj._configure(_cfg("dapo", 0.0, rewards=[{"name": "parity"}], dynamic_sample=on, num_generations=8,
+                            temperature=1.0, max_completion_length=8))
+        obj.pool = flat + lively
+        parts, metrics = obj.rollout(model, tokenizer, [flat[:1], flat[1:2]], 3, 5)
+        assert [len(p) for p in parts] == [8, 8]
+        got.append(([[(i["prompt_ids"], i["completion_ids"], i["advantage"]) for i in p] for p in parts], metrics))
+    (off, m_off), (on, m_on), (again, _) = got
+    assert m_off["frac_reward_zero_std"] == 1.0 and all(a == 0 for p in off for _, _, a in p)
+    assert "dynamic/replaced" not in m_off
+    assert m_on["dynamic/frac_zero_std_sampled"] == 1.0 and m_on["dynamic/replaced"] == 2
+    assert m_on["frac_reward_zero_std"] == 0.0 and m_on["dynamic/extra_prompts"] >= 2
+    lively_ids = [r["prompt_ids"] for r in lively]
+    assert all(ids in lively_ids for p in on for ids, _, _ in p) and any(a != 0 for p in on for _, _, a in p)
+    assert on == again

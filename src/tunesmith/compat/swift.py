@@ -44,16 +44,17 @@ SWIFT_GRPO = {"--num_generations": "grpo.num_generations", "--max_completion_len
               "--beta": "grpo.beta", "--epsilon": "grpo.epsilon", "--epsilon_high": "grpo.epsilon_high",
               "--loss_type": "grpo.loss_type", "--temperature": "grpo.temperature", "--top_p": "grpo.top_p",
               "--top_k": "grpo.top_k", "--scale_rewards": "grpo.scale_rewards",
-              "--mask_truncated_completions": "grpo.mask_truncated_completions"}
+              "--mask_truncated_completions": "grpo.mask_truncated_completions",
+              "--dynamic_sample": "grpo.dynamic_sample", "--max_resample_times": "grpo.max_resample_times"}
 # GRPO flags of ms-swift with none (said once, then left out): generation servers, several updates per
-# batch, resampling, sequence-level ratios, reward models and plugins.
+# batch, overlong filtering, sequence-level ratios, reward models and plugins.
 SWIFT_GRPO_NONE = ("--use_vllm", "--vllm_mode", "--vllm_server_host", "--vllm_server_port",
                    "--vllm_gpu_memory_utilization", "--vllm_max_model_len", "--vllm_tensor_parallel_size",
                    "--tensor_parallel_size", "--sleep_level",
                    "--async_generate", "--move_model_batches", "--offload_model", "--offload_optimizer",
                    "--gc_collect_after_offload", "--num_iterations", "--steps_per_generation",
                    "--generation_batch_size",
-                   "--dynamic_sample", "--max_resample_times", "--overlong_filter", "--importance_sampling_level",
+                   "--overlong_filter", "--importance_sampling_level",
                    "--delta", "--top_entropy_quantile", "--reward_model", "--reward_model_plugin", "--external_plugins",
                    "--multi_turn_scheduler", "--max_turns", "--log_completions", "--repetition_penalty")
 

@@ -122,6 +122,11 @@ class GRPOSettings(Section):
                              "divided (none: Dr. GRPO)")
     mask_truncated_completions: bool = Field(False, description="leave completions cut at max_completion_length out "
                                                                 "of the loss (DAPO)")
+    dynamic_sample: bool = Field(False, description="replace each group whose rewards are all equal (no learning "
+                                                    "signal) by the group of another training prompt, sampled anew "
+                                                    "(DAPO's dynamic sampling; ms-swift --dynamic_sample)")
+    max_resample_times: int = Field(3, ge=1, description="rounds of new prompts a step may sample for dynamic_sample; "
+                                                         "groups still without signal then stay (advantage 0)")
     enable_thinking: bool | None = Field(None, description="thinking switch of templates that have one; the format "
                                                            "reward expects a think block when on")
     rewards: list[RewardSpec] = Field(default_factory=list, description="the rewards, summed with their weights")

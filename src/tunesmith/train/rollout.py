@@ -15,12 +15,14 @@ import queue
 from collections.abc import Callable
 
 
-def prompt_seed(seed: int, step: int, k: int) -> int:
-    """The engine seed of prompt ``k`` of ``step`` (row i of its group uses this + i)."""
-    return int(hashlib.sha256(f"grpo:{seed}:{step}:{k}".encode()).hexdigest()[:12], 16)
+def prompt_seed(seed: int, step: int, k: int, draw: int = 0) -> int:
+    """The engine seed of prompt ``k`` of ``step`` (row i of its group uses this + i); ``draw`` > 0:
+    the prompts dynamic sampling adds in its round ``draw``."""
+    tail = f":{draw}" if draw else ""
+    return int(hashlib.sha256(f"grpo:{seed}:{step}:{k}{tail}".encode()).hexdigest()[:12], 16)
 
 
-def sample(engine, rows: list[dict], settings, seed: int, step: int) -> list[list[dict]]:
+def sample(engine, rows: list[dict], settings, seed: int, step: int, draw: int = 0) -> list[list[dict]]:
     """For each row, ``num_generations`` completions, decoded together by the engine:
     ``{"ids", "text", "truncated"}``. ``ids`` end with the end-of-turn token when the row stopped
     (the engine leaves it out of its events; the template's first end-of-turn token is the one put
@@ -31,7 +33,7 @@ def sample(engine, rows: list[dict], settings, seed: int, step: int) -> list[lis
     params = GenParams(max_new_tokens=p.max_completion_length, temperature=p.temperature, top_p=p.top_p,
                        top_k=p.top_k)
     events: queue.Queue = queue.Queue()
-    jobs = [Job(r["prompt_ids"], params.model_copy(update={"seed": prompt_seed(seed, step, k)}), n=g, events=events,
+    jobs = [Job(r["prompt_ids"], params.model_copy(update={"seed": prompt_seed(seed, step, k, draw)}), n=g, events=events,
                 stream=False) for k, r in enumerate(rows)]
     where = {id(j): k for k, j in enumerate(jobs)}
     out: list[list[dict | None]] = [[None] * g for _ in rows]
@@ -114,3 +116,38 @@ def score(rows: list[dict], completions: list[list[dict]], rewards: list[tuple[s
                     "completions/mean_length": round(sum(lengths) / len(lengths), 4),
                     "completions/clipped_ratio": round(sum(c["truncated"] for _, c in flat) / len(flat), 4)})
     return adv.tolist(), metrics
+
+
+def resample(engine, rows: list[dict], completions: list[list[dict]], pool: list[dict], rewards, settings,
+             seed: int, step: int) -> tuple[list[dict], list[list[dict]], dict]:
+    """DAPO's dynamic sampling: a group whose rewards are all equal teaches nothing, so up to
+    ``max_resample_times`` rounds draw as many other prompts from ``pool`` (the training prompts) and
+    their groups that do differ take those places, in order. The draw is a function of (seed, step,
+    round, the step's first prompt), so a resumed run — and each process of a distributed one —
+    draws as the straight run did."""
+    import random
+
+    def dead(rs, cs) -> list[int]:
+        adv, _ = score(rs, cs, rewards, settings.scale_rewards)
+        g = settings.num_generations
+        return [k for k in range(len(rs)) if not any(adv[k * g:(k + 1) * g])]
+
+    rows, completions = list(rows), list(completions)
+    empty = dead(rows, completions)
+    metrics = {"dynamic/frac_zero_std_sampled": round(len(empty) / len(rows), 4), "dynamic/replaced": 0,
+               "dynamic/extra_prompts": 0}
+    for draw in range(1, settings.max_resample_times + 1):
+        if not empty or not pool:
+            break
+        key = hashlib.sha256(f"{seed}:{step}:{draw}:{rows[0]['prompt_ids']}".encode()).hexdigest()
+        picked = random.Random(key).sample(range(len(pool)), min(len(empty), len(pool)))
+        extra = [pool[i] for i in picked]
+        got = sample(engine, extra, settings, seed, step, draw)
+        metrics["dynamic/extra_prompts"] += len(extra)
+        useless = set(dead(extra, got))
+        for j in range(len(extra)):
+            if j not in useless and empty:
+                k = empty.pop(0)
+                rows[k], completions[k] = extra[j], got[j]
+                metrics["dynamic/replaced"] += 1
+    return rows, completions, metrics

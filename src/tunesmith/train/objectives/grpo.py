@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 
 from ...tasks.rewards import build as build_reward
-from ..rollout import sample, score
+from ..rollout import resample, sample, score
 from .base import Objective
 
 
@@ -40,11 +40,14 @@ class GRPO(Objective):
         self.rewards: list = []
         self.decode_rows = 1
         self._takes_keep: bool | None = None  # whether the model's forward takes logits_to_keep
+        self.pool: list[dict] = []  # the training prompts, where dynamic sampling draws more
 
     # ----------------------------------------------------------------------------------- rows
     def prepare(self, cfg, tokenizer):
         self._configure(cfg)
-        return build_prompt_data(cfg, tokenizer)
+        data = build_prompt_data(cfg, tokenizer)
+        self.pool = data[0]
+        return data
 
     def _configure(self, cfg):
         self.settings, self.method = cfg.grpo, cfg.method
@@ -80,9 +83,14 @@ class GRPO(Objective):
         inner.eval()  # no dropout while sampling: the policy that is sampled is the one scored
         try:
             completions = sample(self.engine, rows, p, seed, step)
+            extra = {}
+            if p.dynamic_sample:
+                rows, completions, extra = resample(self.engine, rows, completions, self.pool, self.rewards, p,
+                                                    seed, step)
         finally:
             inner.train(was_training)
         adv, metrics = score(rows, completions, self.rewards, p.scale_rewards)
+        metrics.update(extra)
         items, k = [], 0
         for row, group in zip(rows, completions):
             for c in group:
