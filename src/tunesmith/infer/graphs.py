@@ -128,10 +128,6 @@ class StaticDecoder:
         self.col = width
         return logits[:n]
 
-    def room(self) -> int:
-        """Tokens each row can still take."""
-        return self.length - self.col
-
     def step(self, tokens):
         """One token for every row (``tokens``: [rows] on the device); the next logits [rows, vocab]."""
         self.ids.copy_(tokens.view(-1, 1))
